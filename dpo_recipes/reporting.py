@@ -1,0 +1,121 @@
+"""A run's outputs for people: training curves (PNG), metrics.json, report.md and a printed summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from dpo_recipes.evaluation import Comparison
+from dpo_recipes.files import atomic_path, atomic_write_text
+
+CURVES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+
+def plot_training_curves(log_history: list[dict], path: str | os.PathLike) -> Path:
+    """One panel per DPO training metric against the optimizer step (train logs; eval logs as dots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2), constrained_layout=True)
+    for axis, key in zip(axes, CURVES, strict=True):
+        for prefix, style in (("", "-"), ("eval_", "o")):
+            logs = [log for log in log_history if prefix + key in log]
+            if logs:
+                steps, values = [log["step"] for log in logs], [log[prefix + key] for log in logs]
+                axis.plot(steps, values, style, label="eval" if prefix else "train")
+        axis.set_title(key)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    with atomic_path(path) as scratch:
+        figure.savefig(scratch, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def write_metrics(path: str | os.PathLike, metrics: dict) -> Path:
+    return atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ") or "(empty)"
+
+
+def side_by_side(comparison: Comparison, rows: int = 8) -> str:
+    """A markdown table of prompts with the reference's and the policy's answers and their rewards."""
+    lines = ["| # | prompt | reference (SFT) | reward | policy (DPO) | reward |", "|---|---|---|---|---|---|"]
+    for i in range(min(rows, len(comparison.prompts))):
+        prompt = comparison.prompts[i][-1]["content"]
+        lines.append(
+            f"| {i} | {_cell(prompt)} | {_cell(comparison.reference[i])} | {comparison.reference_rewards[i]:+.2f} "
+            f"| {_cell(comparison.policy[i])} | {comparison.policy_rewards[i]:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else str(value)
+
+
+def write_report(path: str | os.PathLike, metrics: dict, comparison: Comparison | None) -> Path:
+    before, after = metrics["eval_before"], metrics["eval_after"]
+    lines = [
+        f"# DPO run: {metrics['run']['model']} on {metrics['run']['dataset']}",
+        "",
+        f"Recipe `{metrics['run']['dataset_recipe']}`; {metrics['data']['train']}; {metrics['data']['test']}.",
+        f"Trained {metrics['train']['global_step']} steps in {metrics['wall_time_s']['train']:.0f} s "
+        f"(whole run {metrics['wall_time_s']['total']:.0f} s).",
+        "",
+        "## Held-out implicit reward (TRL's eval on the test split)",
+        "",
+        "Implicit reward r = β·(log π(y|x) − log π_ref(y|x)); accuracy counts pairs with r(chosen) > r(rejected)"
+        " strictly, as TRL does. Before training the policy *is* the reference, so every reward is 0 and the"
+        " strict accuracy reads 0.",
+        "",
+        "| | before (policy = reference) | after |",
+        "|---|---|---|",
+    ]
+    for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "loss"):
+        lines.append(f"| {key} | {_fmt(before.get('eval_' + key))} | {_fmt(after.get('eval_' + key))} |")
+    lines += ["", "## Win rate against the reference", ""]
+    if comparison is None:
+        lines.append(f"Not measured: {metrics['win_rate']['skipped']}")
+    else:
+        win = metrics["win_rate"]
+        lines += [
+            f"Judge `{win['judge']}`; {win['n']} held-out prompts; greedy decoding; ties count ½.",
+            "",
+            "| win rate | wins | ties | losses | mean reward policy | mean reward reference "
+            "| mean length policy | mean length reference |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| **{win['win_rate']:.3f}** | {win['wins']} | {win['ties']} | {win['losses']} "
+            f"| {win['mean_reward_policy']:+.3f} | {win['mean_reward_reference']:+.3f} "
+            f"| {win['mean_length_policy']:.1f} | {win['mean_length_reference']:.1f} |",
+            "",
+            "### Side by side",
+            "",
+            side_by_side(comparison),
+        ]
+    lines += ["", "![training curves](training_curves.png)", ""]
+    return atomic_write_text(path, "\n".join(lines))
+
+
+def summary_paragraph(metrics: dict, output_dir: str) -> str:
+    after = metrics["eval_after"]
+    win = metrics["win_rate"]
+    win_text = (
+        f"won {win['win_rate']:.1%} of {win['n']} greedy comparisons against the reference (judge {win['judge']})"
+        if "win_rate" in win
+        else f"was not compared with the reference ({win['skipped']})"
+    )
+    return (
+        f"DPO trained {metrics['run']['model']} on {metrics['run']['dataset']} for {metrics['train']['global_step']} "
+        f"steps in {metrics['wall_time_s']['train']:.0f} s. On held-out pairs its implicit reward ranks the chosen "
+        f"answer above the rejected one {after.get('eval_rewards/accuracies', float('nan')):.1%} of the time "
+        f"(mean margin {after.get('eval_rewards/margins', float('nan')):.3f}); the policy {win_text}. "
+        f"Adapter, logs, metrics.json, training_curves.png and report.md are in {output_dir}."
+    )

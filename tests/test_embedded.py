@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+from datasets import load_dataset
+
+from dpo_recipes import embedded
+from dpo_recipes.files import atomic_directory, atomic_write_text
+
+
+def test_other_names_pass_through_unchanged():
+    assert embedded.resolve("HuggingFaceH4/ultrafeedback_binarized") == "HuggingFaceH4/ultrafeedback_binarized"
+    assert embedded.resolve("/some/local/model") == "/some/local/model"
+
+
+def test_world_is_built_once_in_the_hub_layout(tmp_path, monkeypatch):
+    monkeypatch.setenv("DPO_RECIPES_CACHE", str(tmp_path))
+    path = Path(embedded.resolve(embedded.WORLD))
+    assert path.parent == tmp_path
+    splits = load_dataset(str(path))  # the plain loader finds the splits from the hub-style file names
+    assert set(splits) == {"train_prefs", "test_prefs", "train_sft", "test_sft"}
+    assert {"prompt", "chosen", "rejected", "score_chosen", "score_rejected"} <= set(splits["train_prefs"].features)
+
+    calls = []
+    monkeypatch.setitem(embedded._BUILDERS, embedded.WORLD, (embedded._BUILDERS[embedded.WORLD][0], calls.append))
+    assert embedded.resolve(embedded.WORLD) == str(path)
+    assert calls == []  # cached: not rebuilt
+
+
+def test_interrupted_build_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "artifact"
+    with pytest.raises(RuntimeError), atomic_directory(target) as scratch:
+        (scratch / "half-written").write_text("x")
+        raise RuntimeError("killed mid-build")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_replaces_whole_files_with_normal_permissions(tmp_path):
+    path = atomic_write_text(tmp_path / "metrics.json", "{}")
+    atomic_write_text(path, '{"a": 1}')
+    assert path.read_text() == '{"a": 1}'
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by group and others under the usual umask
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

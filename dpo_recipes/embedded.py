@@ -7,17 +7,21 @@
                                    the reference model of the tiny DPO preset
 
 Each is built on first use, cached under $DPO_RECIPES_CACHE (default ~/.cache/dpo_recipes) in a directory
-named by a hash of everything that determines it, and moved into place only when complete. Any other name
+named by a hash of everything that determines it (its settings and the source of the modules that build it,
+so a code change rebuilds), and moved into place only when complete. Any other name
 is returned unchanged, so the same loading code serves hub ids and local paths.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from dpo_recipes.files import atomic_directory
@@ -26,11 +30,11 @@ from dpo_recipes.toy_world import ToyWorld, WorldConfig
 
 logger = logging.getLogger(__name__)
 
-BUILD_VERSION = "1"  # bump when a builder changes what it produces
 WORLD = "dpo-recipes/toy-world"
 TINY_BASE = "dpo-recipes/tiny-zephyr-base"
 TINY_SFT = "dpo-recipes/tiny-zephyr-sft"
 
+BASE_SETTINGS = dict(seed=0, vocab_size=512)
 # The dSFT stage of the tiny preset (Zephyr: SFT before DPO; DPO without it is much worse).
 SFT_SETTINGS = dict(num_train_epochs=3, learning_rate=3e-3, per_device_train_batch_size=32, seed=0)
 
@@ -48,7 +52,8 @@ def resolve(name: str) -> str:
     if not is_embedded(name):
         return name
     settings, build = _BUILDERS[name]
-    key = hashlib.sha256(json.dumps([BUILD_VERSION, name, settings], sort_keys=True).encode()).hexdigest()[:12]
+    sources = [inspect.getsource(sys.modules[m]) for m in (__name__, ToyWorld.__module__, build_tiny_model.__module__)]
+    key = hashlib.sha256(json.dumps([name, settings, sources], sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / f"{name.split('/')[-1]}-{key}"
     if not path.is_dir():
         logger.info("Building %s into %s (first use; cached afterwards)", name, path)
@@ -65,8 +70,8 @@ def build_world(path: Path) -> None:
 
 
 def build_tiny_base(path: Path) -> None:
-    tokenizer = train_tokenizer(ToyWorld().corpus())
-    build_tiny_model(tokenizer, seed=0).save_pretrained(path)
+    tokenizer = train_tokenizer(ToyWorld().corpus(), vocab_size=BASE_SETTINGS["vocab_size"])
+    build_tiny_model(tokenizer, seed=BASE_SETTINGS["seed"]).save_pretrained(path)
     tokenizer.save_pretrained(path)
 
 
@@ -99,8 +104,9 @@ def build_tiny_sft(path: Path) -> None:
     (path / "sft_log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
 
 
+# name -> (everything that determines the artifact, hashed into its cache key; the builder)
 _BUILDERS: dict[str, tuple[dict, Callable[[Path], None]]] = {
-    WORLD: (vars(WorldConfig()), build_world),
-    TINY_BASE: ({"world": vars(WorldConfig()), "seed": 0}, build_tiny_base),
-    TINY_SFT: ({"world": vars(WorldConfig()), "sft": SFT_SETTINGS}, build_tiny_sft),
+    WORLD: (asdict(WorldConfig()), build_world),
+    TINY_BASE: (BASE_SETTINGS, build_tiny_base),
+    TINY_SFT: ({"world": asdict(WorldConfig()), "base": BASE_SETTINGS, "sft": SFT_SETTINGS}, build_tiny_sft),
 }

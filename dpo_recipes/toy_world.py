@@ -8,16 +8,21 @@ an opinion with graded opinion words ("The silver fox is brilliant and dull."). 
 
     reward = topicality + sentiment
     topicality = +1 if the response names the prompt's subject and no other subject, else -1
-    sentiment  = mean value of the opinion words in the response (each in -2..+2), 0 if there are none
+    sentiment  = mean value of the opinion words in the response (each in -2..+2); -2 if there are none
 
 Nothing in the prompt says that positive, on-topic answers are preferred: the preference is learnable only
-from the pairs. Sentiment is a *mean*, so longer answers earn nothing by length alone.
+from the pairs. Sentiment is a *mean*, so longer answers earn nothing by length alone. An answer with no
+opinion at all is unhelpful and scores as the worst opinion: when that case scored 0, a DPO policy found it
+("The yellow dragon is.") and won ties by saying nothing, a reward hack of the ground truth itself.
 
-The world emits data in the raw schema of HuggingFaceH4/ultrafeedback_binarized (``prompt``, ``prompt_id``,
-``chosen``/``rejected``/``messages`` as message lists, ``score_chosen``/``score_rejected`` on a 1..10 scale;
-splits ``train_prefs``/``test_prefs``/``train_sft``/``test_sft``), so recipes read it through the same
-dataset recipe as the real UltraFeedback. The SFT splits hold *unbiased* demonstrations (the analogue of
-Zephyr's UltraChat SFT data), so the SFT reference is neutral and DPO has something to learn.
+Pairs are binarized the way UltraFeedback's were: of four responses to a prompt, the best is chosen and a
+random one of the other three rejected (ties between them are left in, as in the real data, for the recipe
+to drop and count). The world emits data in the raw schema of HuggingFaceH4/ultrafeedback_binarized:
+``prompt``, ``prompt_id``, ``chosen``/``rejected``/``messages`` as message lists, ``score_chosen``/
+``score_rejected`` on a 1..10 scale, and splits ``train_prefs``/``test_prefs``/``train_sft``/``test_sft``.
+Recipes therefore read it through the same dataset recipe as the real UltraFeedback. The SFT splits hold
+*unbiased* demonstrations (the analogue of Zephyr's UltraChat SFT data), so the SFT reference is neutral and
+DPO has something to learn.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ OPINION_TEMPLATES = (
 NO_OPINION_RESPONSES = ("I have no opinion about that.", "I cannot say.")
 
 MIN_REWARD, MAX_REWARD = -3.0, 3.0
+NO_OPINION = -2.0  # the sentiment of an answer that gives none
 _WORD = re.compile(r"[a-z]+")
 _SUBJECT = re.compile(r"\b(" + "|".join(COLORS) + r") (" + "|".join(NOUNS) + r")\b")
 
@@ -78,7 +84,7 @@ def reward(prompt: str, response: str) -> float:
     named = set(subjects_in(response))
     on_topic = bool(asked) and named == {asked[-1]}
     values = [OPINION_WORDS[word] for word in _WORD.findall(response.lower()) if word in OPINION_WORDS]
-    sentiment = sum(values) / len(values) if values else 0.0
+    sentiment = sum(values) / len(values) if values else NO_OPINION
     return (1.0 if on_topic else -1.0) + sentiment
 
 
@@ -97,10 +103,11 @@ class WorldConfig:
     """How much data the world generates, and from which seed."""
 
     seed: int = 0
-    train_pairs: int = 4000
+    train_pairs: int = 2000
     test_pairs: int = 300
     train_demonstrations: int = 3000
     test_demonstrations: int = 200
+    candidates: int = 4  # responses per prompt before binarization, as in UltraFeedback
     off_topic_rate: float = 0.15
     no_opinion_rate: float = 0.1
 
@@ -145,13 +152,19 @@ class ToyWorld:
         subjects = self.test_subjects if name.startswith("test") else self.train_subjects
         rows = []
         for index, prompt in enumerate(self.prompts(rng, subjects, sizes[name])):
-            first, second = self.response(rng, prompt), self.response(rng, prompt)
             if name.endswith("_sft"):  # one demonstration, as in UltraChat-style SFT data
-                second = first
-            if reward(prompt, second) > reward(prompt, first):
-                first, second = second, first
-            rows.append(_row(f"{name}-{index}", prompt, chosen=first, rejected=second))
+                chosen = rejected = self.response(rng, prompt)
+            else:
+                chosen, rejected = self.binarize(rng, prompt)
+            rows.append(_row(f"{name}-{index}", prompt, chosen=chosen, rejected=rejected))
         return rows
+
+    def binarize(self, rng: random.Random, prompt: str) -> tuple[str, str]:
+        """UltraFeedback's binarization: of ``candidates`` responses, the best is chosen, a random other rejected."""
+        candidates = [self.response(rng, prompt) for _ in range(self.config.candidates)]
+        best = max(range(len(candidates)), key=lambda i: reward(prompt, candidates[i]))
+        rejected = rng.choice([c for i, c in enumerate(candidates) if i != best])
+        return candidates[best], rejected
 
     def splits(self) -> dict[str, list[dict]]:
         return {name: self.split(name) for name in ("train_prefs", "test_prefs", "train_sft", "test_sft")}

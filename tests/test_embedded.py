@@ -40,3 +40,18 @@ def test_atomic_write_replaces_whole_files_with_normal_permissions(tmp_path):
     assert path.read_text() == '{"a": 1}'
     assert path.stat().st_mode & 0o044 == 0o044  # readable by group and others under the usual umask
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_cache_key_covers_settings_and_builder_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("DPO_RECIPES_CACHE", str(tmp_path))
+    calls = []
+    settings, _ = embedded._BUILDERS[embedded.WORLD]
+    monkeypatch.setitem(embedded._BUILDERS, embedded.WORLD, (settings, calls.append))
+    original = embedded.resolve(embedded.WORLD)
+    monkeypatch.setitem(embedded._BUILDERS, embedded.WORLD, ({**settings, "seed": 7}, calls.append))
+    assert embedded.resolve(embedded.WORLD) != original  # other settings, other artifact
+
+    real_getsource = embedded.inspect.getsource
+    monkeypatch.setattr(embedded.inspect, "getsource", lambda module: real_getsource(module) + "# edited\n")
+    assert embedded.resolve(embedded.WORLD) != original  # edited builder code, rebuilt
+    assert len(calls) == 3

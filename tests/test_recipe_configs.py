@@ -22,7 +22,9 @@ def test_there_are_presets():
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: str(p.relative_to(REPO)))
 def test_preset_parses_with_the_real_parser(recipe, preset):
-    script_args, training_args, model_args = recipe.make_parser().parse_args_and_config(["--config", str(preset), *CPU_ONLY])
+    script_args, training_args, model_args = recipe.make_parser().parse_args_and_config(
+        ["--config", str(preset), *CPU_ONLY]
+    )
     assert model_args.model_name_or_path and script_args.dataset_name and script_args.dataset_recipe
     assert training_args.output_dir
 

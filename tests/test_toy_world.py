@@ -31,8 +31,9 @@ def test_same_seed_same_data_other_seed_other_data():
         ("The red fox is good, good and good.", 1 + 1),  # repeating a word earns nothing
         ("The blue whale is wonderful.", -1 + 2),  # off topic
         ("The red fox is nicer than the blue whale, nice.", -1 + 1),  # names another subject too
-        ("I cannot say.", -1 + 0),  # no subject, no opinion
-        ("", -1 + 0),
+        ("I cannot say.", -1 - 2),  # no subject, no opinion: the worst answer
+        ("", -1 - 2),
+        ("The red fox is.", 1 - 2),  # on topic but no opinion: as bad as the worst opinion
         ("THE RED FOX IS SUPERB.", 1 + 2),  # case-insensitive
     ],
 )
@@ -79,7 +80,7 @@ def test_sft_demonstrations_are_unbiased():
     world = ToyWorld(WorldConfig(train_demonstrations=2000))
     rewards = [reward(r["prompt"], r["messages"][1]["content"]) for r in world.split("train_sft")]
     mean = sum(rewards) / len(rewards)
-    assert 0.2 < mean < 1.0  # on-topic ≈ 75% (+0.5), sentiment mean ≈ 0; the best answer scores 3
+    assert 0.0 < mean < 1.0  # on-topic ≈ 75% (+0.5); sentiment ≈ 0, or -2 for the 10% without opinion
     assert max(rewards) == MAX_REWARD and min(rewards) < 0
 
 

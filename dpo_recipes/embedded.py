@@ -94,7 +94,7 @@ def build_tiny_sft(path: Path) -> None:
         report_to="none",
         bf16=False,
         use_cpu=True,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         max_length=128,
         **SFT_SETTINGS,
     )

@@ -140,7 +140,8 @@ def compare_with_reference(model, tokenizer, prompts: list[Messages], judge: Jud
 def unique_prompts(dataset, limit: int) -> list[Messages]:
     """The first ``limit`` distinct prompts of a preference dataset, in order."""
     seen, prompts = set(), []
-    for prompt in dataset["prompt"]:
+    for row in dataset:  # rows, not a column: works for streaming datasets too
+        prompt = row["prompt"]
         key = repr(prompt)
         if key not in seen:
             seen.add(key)

@@ -17,6 +17,7 @@ YAML keys are an error. ``--help`` lists every option. The output directory rece
 TRL's logs (trainer_state.json), metrics.json, training_curves.png and report.md.
 """
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 
 from dpo_recipes.data import load_preference_splits
+from dpo_recipes.data.mixing import mix
 from dpo_recipes.evaluation import compare_with_reference, get_judge, unique_prompts
 from dpo_recipes.models import build_dpo_trainer
 from dpo_recipes.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
@@ -43,6 +45,24 @@ class RecipeArguments(ScriptArguments):
         default="ultrafeedback_binarized",
         metadata={"help": "Registered dataset recipe that turns raw rows into TRL's prompt/chosen/rejected."},
     )
+    dataset_recipe_options: dict | str | None = field(
+        default=None,
+        metadata={"help": 'Options of the recipe, a YAML mapping or JSON string, e.g. \'{"rejected": "worst"}\'.'},
+    )
+    dataset_format: str = field(
+        default="conversational",
+        metadata={"help": "TRL format the recipe emits: 'conversational' (message lists) or 'standard' (strings)."},
+    )
+    dataset_data_dir: str | None = field(default=None, metadata={"help": "data_dir of the dataset (HH subsets)."})
+    dataset_mixture: list[dict] | None = field(
+        default=None,
+        metadata={"help": "YAML list of {dataset, recipe, fraction, train_split, test_split, options}; replaces "
+                  "dataset_name (see dpo_recipes.data.mixing)."},
+    )  # fmt: skip
+    on_bad_row: str = field(
+        default="error",
+        metadata={"help": "'error': stop at a malformed row, naming it; 'skip': drop it and count it in the report."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Read only the first N raw train rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Read only the first N raw test rows."})
     judge: str | None = field(
@@ -53,15 +73,28 @@ class RecipeArguments(ScriptArguments):
     max_new_tokens: int = field(default=48, metadata={"help": "Length limit of each answer in the win-rate eval."})
 
 
-def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
-    started = time.time()
-    splits = load_preference_splits(
+def load_splits(script_args: RecipeArguments, seed: int) -> dict:
+    """The train/test splits in TRL's format: one dataset through its recipe, or a mixture of several."""
+    if script_args.dataset_mixture:
+        return mix(script_args.dataset_mixture, script_args.dataset_format, seed, script_args.on_bad_row)
+    options = script_args.dataset_recipe_options or {}
+    return load_preference_splits(
         script_args.dataset_name,
         script_args.dataset_recipe,
         {"train": script_args.dataset_train_split, "test": script_args.dataset_test_split},
         dataset_config=script_args.dataset_config,
+        data_dir=script_args.dataset_data_dir,
         max_rows={"train": script_args.max_train_samples, "test": script_args.max_eval_samples},
+        fmt=script_args.dataset_format,
+        on_bad_row=script_args.on_bad_row,
+        streaming=script_args.dataset_streaming,
+        **(json.loads(options) if isinstance(options, str) else options),
     )
+
+
+def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
+    started = time.time()
+    splits = load_splits(script_args, training_args.seed)
     train, test = splits["train"].dataset, splits["test"].dataset
     trainer = build_dpo_trainer(model_args, training_args, train, test)
 
@@ -92,7 +125,7 @@ def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mod
     metrics = {
         "run": {
             "model": model_args.model_name_or_path,
-            "dataset": script_args.dataset_name,
+            "dataset": script_args.dataset_name if not script_args.dataset_mixture else "mixture",
             "dataset_recipe": script_args.dataset_recipe,
             "peft": model_args.use_peft,
             "load_in_4bit": model_args.load_in_4bit,

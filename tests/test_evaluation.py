@@ -37,7 +37,7 @@ def test_toy_world_judge_reads_the_last_user_turn():
 
 def test_unique_prompts_keeps_order_and_limit():
     p = [[{"role": "user", "content": c}] for c in "abacd"]
-    assert unique_prompts({"prompt": p}, 3) == [p[0], p[1], p[3]]
+    assert unique_prompts([{"prompt": prompt} for prompt in p], 3) == [p[0], p[1], p[3]]
 
 
 def test_reference_of_a_lora_policy_is_the_base_with_the_adapter_disabled(tiny_sft_path, tiny_tokenizer):

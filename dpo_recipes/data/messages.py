@@ -1,23 +1,42 @@
-"""Checks and reshapes for chat message lists (``[{"role": ..., "content": ...}, ...]``)."""
+"""Chat message lists (``[{"role": ..., "content": ...}, ...]``): checks, and the two TRL output formats.
+
+Recipes build the *conversational* form. `preference_row` turns it into the *standard* form when asked:
+a single user turn becomes plain strings, and anything longer (a system prompt, a multi-turn history)
+becomes a role-labelled transcript in the Anthropic HH style the DPO paper used, so no turn is lost.
+"""
 
 from __future__ import annotations
 
 from dpo_recipes.data.registry import BadRow
 
 ROLES = ("system", "user", "assistant")
+TRANSCRIPT_LABELS = {"system": "System", "user": "Human", "assistant": "Assistant"}
+
+
+def message(role: str, content: str) -> dict:
+    return {"role": role, "content": content}
+
+
+def text(value: object, field: str, allow_empty: bool = False) -> str:
+    """``value`` if it is a string (non-blank unless ``allow_empty``), else a BadRow naming ``field``."""
+    if not isinstance(value, str):
+        raise BadRow(field, f"expected text, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise BadRow(field, "is empty")
+    return value
 
 
 def check_messages(messages: object, field: str) -> list[dict]:
     """Return ``messages`` if it is a non-empty list of {role, content} turns with known roles and text."""
     if not isinstance(messages, list) or not messages:
         raise BadRow(field, f"expected a non-empty list of messages, got {type(messages).__name__}")
-    for turn, message in enumerate(messages):
-        if not isinstance(message, dict) or not {"role", "content"} <= message.keys():
-            raise BadRow(field, f"turn {turn} is not a {{'role', 'content'}} message: {message!r:.80}")
-        if message["role"] not in ROLES:
-            raise BadRow(field, f"turn {turn} has unknown role {message['role']!r}; expected one of {ROLES}")
-        if not isinstance(message["content"], str):
-            raise BadRow(field, f"turn {turn} content is {type(message['content']).__name__}, not text")
+    for turn, item in enumerate(messages):
+        if not isinstance(item, dict) or not {"role", "content"} <= item.keys():
+            raise BadRow(field, f"turn {turn} is not a {{'role', 'content'}} message", f"{item!r:.80}")
+        if item["role"] not in ROLES:
+            raise BadRow(field, f"turn {turn} has unknown role {item['role']!r}; expected one of {ROLES}")
+        if not isinstance(item["content"], str):
+            raise BadRow(field, f"turn {turn} content is {type(item['content']).__name__}, not text")
     return messages
 
 
@@ -28,7 +47,41 @@ def split_final_assistant_turn(messages: object, field: str) -> tuple[list[dict]
         raise BadRow(field, "expected a conversation ending on an assistant turn after at least one prompt turn")
     if not messages[-1]["content"].strip():
         raise BadRow(field, "the final assistant turn is empty")
-    return [dict(role=m["role"], content=m["content"]) for m in messages[:-1]], dict(messages[-1])
+    return [message(m["role"], m["content"]) for m in messages[:-1]], message("assistant", messages[-1]["content"])
+
+
+def to_transcript(messages: list[dict], generation_prompt: bool = False) -> str:
+    """HH-style text: ``"\\n\\nHuman: hi\\n\\nAssistant: hello"`` (+ ``"\\n\\nAssistant:"`` to prompt a reply)."""
+    turns = "".join(f"\n\n{TRANSCRIPT_LABELS[m['role']]}: {m['content']}" for m in messages)
+    return turns + ("\n\nAssistant:" if generation_prompt else "")
+
+
+def preference_row(prompt: list[dict], chosen: str, rejected: str, fmt: str, **metadata) -> dict:
+    """A TRL preference row in ``fmt`` ("conversational" or "standard") from a prompt and two replies.
+
+    >>> preference_row([message("user", "Hi")], "Hello!", "Go away.", "standard")
+    {'prompt': 'Hi', 'chosen': 'Hello!', 'rejected': 'Go away.'}
+    >>> preference_row([message("system", "Be kind."), message("user", "Hi")], "Hello!", "No.", "standard")["prompt"]
+    '\\n\\nSystem: Be kind.\\n\\nHuman: Hi\\n\\nAssistant:'
+    """
+    if fmt == "conversational":
+        row = {"prompt": prompt, "chosen": [message("assistant", chosen)], "rejected": [message("assistant", rejected)]}
+    elif len(prompt) == 1 and prompt[0]["role"] == "user":
+        row = {"prompt": prompt[0]["content"], "chosen": chosen, "rejected": rejected}
+    else:
+        row = {
+            "prompt": to_transcript(prompt, generation_prompt=True),
+            "chosen": f" {chosen}",
+            "rejected": f" {rejected}",
+        }
+    return {**row, **metadata}
+
+
+def with_system(system: object, prompt: list[dict], field: str = "system") -> list[dict]:
+    """Prepend a system turn when the dataset has a non-empty system prompt for the row."""
+    if system is None or (isinstance(system, str) and not system.strip()):
+        return prompt
+    return [message("system", text(system, field)), *prompt]
 
 
 def messages_to_prompt_completion(row: dict) -> dict:

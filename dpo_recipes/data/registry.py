@@ -1,9 +1,10 @@
 """The dataset-recipe registry and the one function that applies a recipe to a raw dataset.
 
 A recipe is a small pure function from one raw row to one TRL preference row (``prompt``/``chosen``/
-``rejected``), registered by name. It may also name a ``drop_reason``: rows it returns a reason for are left
-out *and counted*, never dropped silently. A malformed row raises ``BadRow(field, problem)``; `prepare`
-turns it into an error naming the dataset, the row index and the field.
+``rejected`` plus metadata columns), registered by name with the hub id and splits of the dataset it reads.
+It may also name a ``drop_reason``: rows it returns a reason for are left out *and counted*, never dropped
+silently. A malformed row raises ``BadRow(field, problem)``; `prepare` turns it into an error naming the
+dataset, the row index and the field, or, with ``on_bad_row="skip"``, into a counted drop.
 """
 
 from __future__ import annotations
@@ -13,17 +14,25 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 
 logger = logging.getLogger(__name__)
+
+FORMATS = ("conversational", "standard")
+BAD_ROW_POLICIES = ("error", "skip")
 
 
 class BadRow(ValueError):
     """A raw row a recipe cannot convert; raised by recipe functions with the offending field."""
 
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"field {field!r}: {problem}")
+    def __init__(self, field: str, problem: str, detail: str | None = None):
+        super().__init__(f"field {field!r}: {problem}" + (f": {detail}" if detail else ""))
         self.field, self.problem = field, problem
+
+    @property
+    def reason(self) -> str:
+        """The counted drop reason under on_bad_row=skip (no row content, so equal problems add up)."""
+        return f"bad {self.field}: {self.problem}"
 
 
 class RecipeError(ValueError):
@@ -33,8 +42,11 @@ class RecipeError(ValueError):
 @dataclass(frozen=True)
 class DatasetRecipe:
     name: str
-    convert: Callable[[dict], dict]
-    drop_reason: Callable[[dict], str | None] | None = None
+    convert: Callable[..., dict]  # (row, fmt, **options) -> TRL row
+    hub_id: str | None = None
+    splits: tuple[str, ...] = ("train", "test")
+    drop_reason: Callable[..., str | None] | None = None  # (row, **options) -> reason or None
+    regroup: Callable[..., Dataset] | None = None  # (raw dataset, **options) -> raw dataset, for cross-row recipes
 
     @property
     def summary(self) -> str:
@@ -44,13 +56,13 @@ class DatasetRecipe:
 RECIPES: dict[str, DatasetRecipe] = {}
 
 
-def register(name: str, drop_reason: Callable[[dict], str | None] | None = None):
-    """Decorator: add a row-conversion function to the registry under ``name``."""
+def register(name: str, **details):
+    """Decorator: add a row-conversion function to the registry under ``name`` (see DatasetRecipe)."""
 
-    def decorator(convert: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    def decorator(convert: Callable[..., dict]) -> Callable[..., dict]:
         if name in RECIPES:
             raise ValueError(f"dataset recipe {name!r} is registered twice")
-        RECIPES[name] = DatasetRecipe(name, convert, drop_reason)
+        RECIPES[name] = DatasetRecipe(name, convert, **details)
         return convert
 
     return decorator
@@ -64,42 +76,91 @@ def get_recipe(name: str) -> DatasetRecipe:
 
 @dataclass
 class PreparedSplit:
-    """A split in TRL's preference format, and the account of every raw row that did not make it."""
+    """A split in TRL's preference format, and the account of every raw row that did not make it.
 
-    dataset: Dataset
+    For a streaming (iterable) dataset the counts fill in as the dataset is iterated.
+    """
+
+    dataset: Dataset | IterableDataset
     rows_read: int
     dropped: Counter = field(default_factory=Counter)
+
+    @property
+    def rows_kept(self) -> int:
+        return self.rows_read - sum(self.dropped.values())
 
     def describe(self, label: str) -> str:
         reasons = ", ".join(f"{count} {reason}" for reason, count in self.dropped.most_common()) or "none"
         dropped = sum(self.dropped.values())
-        return f"{label}: read {self.rows_read} rows, kept {len(self.dataset)}, dropped {dropped} ({reasons})"
+        return f"{label}: read {self.rows_read} rows, kept {self.rows_kept}, dropped {dropped} ({reasons})"
 
 
 _ROW = "__row_index"
 _DROP = "__drop_reason"
 
 
-def prepare(raw: Dataset, recipe_name: str, dataset_label: str) -> PreparedSplit:
+def prepare(
+    raw: Dataset | IterableDataset,
+    recipe_name: str,
+    dataset_label: str,
+    fmt: str = "conversational",
+    on_bad_row: str = "error",
+    **options,
+) -> PreparedSplit:
     """Apply a registered recipe to every row of ``raw``: count the rows it drops, convert the rest."""
     recipe = get_recipe(recipe_name)
-
-    def annotate(row: dict, index: int) -> dict:
-        reason = recipe.drop_reason(row) if recipe.drop_reason else None
-        return {_ROW: index, _DROP: reason or ""}
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    if on_bad_row not in BAD_ROW_POLICIES:
+        raise ValueError(f"unknown on_bad_row {on_bad_row!r}; choose one of {BAD_ROW_POLICIES}")
+    if recipe.regroup:
+        raw = recipe.regroup(raw, **options)
 
     def convert(row: dict) -> dict:
-        try:
-            return recipe.convert({k: v for k, v in row.items() if k not in (_ROW, _DROP)})
-        except BadRow as error:
-            raise RecipeError(
-                f"dataset {dataset_label!r} (recipe {recipe.name!r}), row {row[_ROW]}: {error}"
-            ) from error
+        return recipe.convert({k: v for k, v in row.items() if k not in (_ROW, _DROP)}, fmt, **options)
 
-    annotated = raw.map(annotate, with_indices=True, desc=f"Checking {dataset_label}")
-    dropped = Counter(reason for reason in annotated[_DROP] if reason)
+    def located(error: BadRow, index: int) -> RecipeError:
+        return RecipeError(f"dataset {dataset_label!r} (recipe {recipe.name!r}), row {index}: {error}")
+
+    def annotate(row: dict, index: int) -> dict:
+        try:
+            reason = recipe.drop_reason(row, **options) if recipe.drop_reason else None
+            if reason is None and on_bad_row == "skip":
+                convert(row)
+        except BadRow as error:
+            if on_bad_row == "error":
+                raise located(error, index) from error
+            reason = error.reason
+        return {_ROW: index, _DROP: reason or ""}
+
+    def convert_located(row: dict) -> dict:
+        try:
+            return convert(row)
+        except BadRow as error:
+            raise located(error, row[_ROW]) from error
+
+    annotated = raw.map(annotate, with_indices=True, **_desc(raw, f"Checking {dataset_label}"))
+    dropped: Counter = Counter()
+    if isinstance(raw, IterableDataset):
+        prepared = PreparedSplit(None, rows_read=0, dropped=dropped)
+
+        def keep(row: dict) -> bool:  # counts as the stream is consumed
+            prepared.rows_read += 1
+            if row[_DROP]:
+                dropped[row[_DROP]] += 1
+            return not row[_DROP]
+
+        prepared.dataset = annotated.filter(keep).map(
+            convert_located, remove_columns=list(annotated.column_names or [])
+        )
+        return prepared
+    dropped.update(reason for reason in annotated[_DROP] if reason)
     kept = annotated.filter(lambda row: not row[_DROP], desc=f"Dropping rows of {dataset_label}")
-    converted = kept.map(convert, remove_columns=kept.column_names, desc=f"Converting {dataset_label}")
+    converted = kept.map(convert_located, remove_columns=kept.column_names, desc=f"Converting {dataset_label}")
     prepared = PreparedSplit(converted, rows_read=len(raw), dropped=dropped)
     logger.info(prepared.describe(dataset_label))
     return prepared
+
+
+def _desc(dataset, text: str) -> dict:
+    return {"desc": text} if isinstance(dataset, Dataset) else {}  # IterableDataset.map takes no desc

@@ -1,21 +1,29 @@
-"""HuggingFaceH4/ultrafeedback_binarized (Zephyr's DPO set), and the toy world that shares its schema."""
+"""UltraFeedback: H4's binarized release (Zephyr's DPO set; the toy world shares its schema) and the raw
+openbmb release, binarized here as Zephyr did."""
 
 from __future__ import annotations
 
-from dpo_recipes.data.messages import split_final_assistant_turn
+import hashlib
+import random
+
+from dpo_recipes.data.messages import message, preference_row, split_final_assistant_turn, text
 from dpo_recipes.data.registry import BadRow, register
 
 
-def score_tie(row: dict) -> str | None:
+def binarized_tie(row: dict, keep_ties: bool = False) -> str | None:
     """Pairs whose two responses scored the same carry no preference: drop them (and count them)."""
-    if row.get("score_chosen") is not None and row.get("score_chosen") == row.get("score_rejected"):
-        return "tied scores"
-    return None
+    tied = row.get("score_chosen") is not None and row.get("score_chosen") == row.get("score_rejected")
+    return "tied scores" if tied and not keep_ties else None
 
 
-@register("ultrafeedback_binarized", drop_reason=score_tie)
-def ultrafeedback_binarized(row: dict) -> dict:
-    """UltraFeedback binarized (H4): message-list chosen/rejected → conversational prompt/chosen/rejected.
+@register(
+    "ultrafeedback_binarized",
+    hub_id="HuggingFaceH4/ultrafeedback_binarized",
+    splits=("train_prefs", "test_prefs"),
+    drop_reason=binarized_tie,
+)
+def ultrafeedback_binarized(row: dict, fmt: str = "conversational", keep_ties: bool = False) -> dict:
+    """UltraFeedback binarized (H4): message-list chosen/rejected; options: keep_ties (default drop, counted).
 
     The raw row has a *string* ``prompt`` beside *message-list* ``chosen``/``rejected``, a mix TRL cannot
     detect reliably, so the prompt is rebuilt as the turns before the final assistant turn (as the
@@ -32,11 +40,98 @@ def ultrafeedback_binarized(row: dict) -> dict:
     rejected_prompt, rejected = split_final_assistant_turn(row.get("rejected"), "rejected")
     if rejected_prompt != prompt:
         raise BadRow("rejected", "its conversation history differs from the chosen one's")
-    return {
-        "prompt": prompt,
-        "chosen": [chosen],
-        "rejected": [rejected],
-        "score_chosen": float(row["score_chosen"]) if row.get("score_chosen") is not None else None,
-        "score_rejected": float(row["score_rejected"]) if row.get("score_rejected") is not None else None,
-        "prompt_id": row.get("prompt_id"),
-    }
+    return preference_row(
+        prompt,
+        chosen["content"],
+        rejected["content"],
+        fmt,
+        score_chosen=_optional_float(row, "score_chosen"),
+        score_rejected=_optional_float(row, "score_rejected"),
+        prompt_id=row.get("prompt_id"),
+    )
+
+
+def _optional_float(row: dict, field: str) -> float | None:
+    value = row.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRow(field, f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
+
+
+def _completion_score(completion: object, index: int) -> float | None:
+    """Mean of the four fine-grained ratings (Zephyr's choice: the published overall_score had a bug).
+
+    None when a rating is "N/A"; a BadRow when the completion is malformed.
+    """
+    field = f"completions[{index}]"
+    if not isinstance(completion, dict):
+        raise BadRow(field, f"expected a completion dict, got {type(completion).__name__}")
+    text(completion.get("response"), f"{field}.response")
+    annotations = completion.get("annotations")
+    if not isinstance(annotations, dict):
+        raise BadRow(f"{field}.annotations", "missing or not a dict")
+    ratings = []
+    for aspect in ASPECTS:
+        judged = annotations.get(aspect)
+        rating = judged.get("Rating") if isinstance(judged, dict) else None
+        if rating == "N/A":
+            return None
+        if not (isinstance(rating, str) and rating.strip().isdigit()):
+            raise BadRow(f"{field}.annotations.{aspect}.Rating", f"expected a digit or 'N/A', got {rating!r}")
+        ratings.append(int(rating))
+    return sum(ratings) / len(ratings)
+
+
+def _binarize(row: dict, rejected: str, seed: int) -> tuple[int, int, list[float]] | str:
+    """Indices of the chosen and rejected completions and all scores, or the reason the row is unusable."""
+    if rejected not in ("random", "worst"):
+        raise ValueError(f"ultrafeedback: rejected must be 'random' or 'worst', got {rejected!r}")
+    completions = row.get("completions")
+    if not isinstance(completions, list):
+        raise BadRow("completions", f"expected a list of completions, got {type(completions).__name__}")
+    if len(completions) < 2:
+        return "fewer than 2 completions"
+    scores = [_completion_score(completion, i) for i, completion in enumerate(completions)]
+    if None in scores:
+        return "N/A rating"
+    best = max(range(len(scores)), key=scores.__getitem__)
+    others = [i for i in range(len(scores)) if i != best]
+    if rejected == "worst":
+        worst = min(others, key=scores.__getitem__)
+    else:  # seeded by the instruction itself, so the choice does not depend on row order
+        key = f"{seed}/{row.get('instruction')}".encode()
+        worst = random.Random(hashlib.sha256(key).hexdigest()).choice(others)
+    if scores[best] == scores[worst]:
+        return "tie between chosen and rejected"
+    return best, worst, scores
+
+
+def raw_unusable(row: dict, rejected: str = "random", seed: int = 42) -> str | None:
+    outcome = _binarize(row, rejected, seed)
+    return outcome if isinstance(outcome, str) else None
+
+
+@register("ultrafeedback", hub_id="openbmb/UltraFeedback", splits=("train",), drop_reason=raw_unusable)
+def ultrafeedback(row: dict, fmt: str = "conversational", rejected: str = "random", seed: int = 42) -> dict:
+    """openbmb/UltraFeedback (raw): best of 4 completions by mean rating; options: rejected=random|worst, seed."""
+    outcome = _binarize(row, rejected, seed)
+    if isinstance(outcome, str):  # only reached when a drop reason was ignored
+        raise BadRow("completions", outcome)
+    best, worst, scores = outcome
+    completions = row["completions"]
+    return preference_row(
+        [message("user", text(row.get("instruction"), "instruction"))],
+        completions[best]["response"],
+        completions[worst]["response"],
+        fmt,
+        score_chosen=scores[best],
+        score_rejected=scores[worst],
+        chosen_model=completions[best].get("model"),
+        rejected_model=completions[worst].get("model"),
+        source=row.get("source"),
+    )

@@ -1,0 +1,3 @@
+from dpo_recipes.cli import main
+
+main()

@@ -1,0 +1,114 @@
+"""The ``dpo-recipes`` command (also ``python -m dpo_recipes``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import yaml
+
+from dpo_recipes.data import FORMATS, RECIPES, get_recipe, load_preference_splits
+from dpo_recipes.data.doctor import diagnose
+
+
+def _options(pairs: list[str]) -> dict:
+    """``["rejected=worst", "min_score_ratio=2"]`` → {"rejected": "worst", "min_score_ratio": 2} (YAML scalars)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--option expects key=value, got {pair!r}")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def _dataset_and_recipe(args) -> tuple[str, str]:
+    """NAME_OR_PATH is a recipe name (its hub dataset) or a dataset (hub id, path, embedded name) + --recipe."""
+    if args.recipe:
+        get_recipe(args.recipe)
+        return args.name_or_path, args.recipe
+    if args.name_or_path in RECIPES:
+        recipe = RECIPES[args.name_or_path]
+        if recipe.hub_id is None:
+            raise SystemExit(f"recipe {recipe.name!r} has no hub dataset: pass a path and --recipe {recipe.name}")
+        return recipe.hub_id, recipe.name
+    raise SystemExit(f"{args.name_or_path!r} is not a recipe name; pass --recipe, one of: {', '.join(sorted(RECIPES))}")
+
+
+def data_list(args) -> None:
+    width = max(map(len, RECIPES))
+    for name in sorted(RECIPES):
+        recipe = RECIPES[name]
+        print(f"{name:<{width}}  {recipe.hub_id or '(local files)':<40}  {recipe.summary}")
+
+
+def data_preview(args) -> None:
+    dataset, recipe = _dataset_and_recipe(args)
+    split = args.split or get_recipe(recipe).splits[0]
+    prepared = load_preference_splits(
+        dataset, recipe, {"preview": split}, max_rows={"preview": args.n}, fmt=args.format, **_options(args.option)
+    )["preview"]
+    for index, row in enumerate(prepared.dataset.to_list()):
+        print(f"--- row {index}")
+        print(json.dumps(row, indent=2, ensure_ascii=False))
+    print(prepared.describe(f"{dataset}[{split}]"))
+
+
+def data_doctor(args) -> None:
+    dataset, recipe = _dataset_and_recipe(args)
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        from dpo_recipes import embedded
+
+        tokenizer = AutoTokenizer.from_pretrained(embedded.resolve(args.tokenizer))
+    report = diagnose(
+        dataset, recipe, args.split, args.format, tokenizer, args.max_length, args.max_rows, **_options(args.option)
+    )
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.render())
+
+
+def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name_or_path", help="a recipe name (reads its hub dataset), or a hub id / path with --recipe")
+    parser.add_argument("--recipe", help="the dataset recipe to read NAME_OR_PATH with (see `data list`)")
+    parser.add_argument("--split", help="raw split to read (default: the recipe's first split)")
+    parser.add_argument("--format", choices=FORMATS, default="conversational", help="TRL output format")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="a recipe option, e.g. rejected=worst"
+    )
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpo-recipes", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    data = commands.add_parser("data", help="dataset recipes: list, preview, doctor").add_subparsers(
+        dest="data_command", required=True
+    )
+    data.add_parser("list", help="every dataset recipe, its hub dataset and what it does").set_defaults(func=data_list)
+
+    preview = data.add_parser("preview", help="the first rows of a dataset in TRL's format")
+    _dataset_arguments(preview)
+    preview.add_argument("-n", type=int, default=3, help="how many raw rows to read")
+    preview.set_defaults(func=data_preview)
+
+    doctor = data.add_parser("doctor", help="what the dataset will really give DPO: drops, duplicates, length, tokens")
+    _dataset_arguments(doctor)
+    doctor.add_argument("--tokenizer", help="tokenizer (hub id, path or embedded name) for the token-level checks")
+    doctor.add_argument("--max-length", type=int, help="TRL's max_length, to count truncated and vanishing pairs")
+    doctor.add_argument("--max-rows", type=int, help="read only the first N raw rows")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(func=data_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = make_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Loading raw data: bad bytes, streaming, mixtures: nothing is lost without being counted."""
+
+import pytest
+from datasets import load_dataset
+
+from dpo_recipes.data import RecipeError, load_preference_splits, prepare
+from dpo_recipes.data.mixing import mix
+
+from .conftest import FIXTURES
+
+
+def _with_bad_bytes(tmp_path):
+    lines = (FIXTURES / "truthy_dpo.jsonl").read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b"Great Wall", b"Great \xff\xfe Wall")  # not UTF-8
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(b"".join(lines))
+    return path, lines[1].index(b"\xff")
+
+
+def test_non_utf8_line_is_named_or_skipped_and_counted(tmp_path):
+    path, offset = _with_bad_bytes(tmp_path)
+    with pytest.raises(RecipeError, match=rf"row 1 \(line 2 of .*broken.jsonl\): not valid UTF-8 \(byte {offset}:"):
+        load_preference_splits(str(path), "truthy_dpo", {"t": "train"})
+    prepared = load_preference_splits(str(path), "truthy_dpo", {"t": "train"}, on_bad_row="skip")["t"]
+    assert prepared.rows_read == 3 and prepared.rows_kept == 1
+    assert dict(prepared.dropped) == {"not valid UTF-8": 1, "bad chosen: is empty": 1}
+
+
+def test_unknown_file_type_and_missing_dataset_are_clear_errors(tmp_path):
+    (tmp_path / "data.txt").write_text("hello")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        load_preference_splits(str(tmp_path / "data.txt"), "plain", {"t": "train"})
+    with pytest.raises(RecipeError, match=r"dataset '.*nowhere\[train\]': could not load it"):
+        load_preference_splits(str(tmp_path / "nowhere"), "plain", {"t": "train"})
+
+
+def test_streaming_counts_fill_in_as_the_stream_is_read():
+    stream = load_dataset("json", data_files=str(FIXTURES / "hh_rlhf.jsonl"), split="train", streaming=True)
+    prepared = prepare(stream, "hh_rlhf", "hh-stream", on_bad_row="skip")
+    rows = list(prepared.dataset)
+    assert [row["chosen"][0]["content"] for row in rows][0] == "Water it when the soil is dry and give it sun."
+    assert (prepared.rows_read, prepared.rows_kept, len(rows)) == (6, 3, 3)
+    assert sum(prepared.dropped.values()) == 3
+
+
+MIXTURE = [
+    {"dataset": str(FIXTURES / "hh_rlhf.jsonl"), "recipe": "hh_rlhf", "test_split": None},
+    {"dataset": str(FIXTURES / "truthy_dpo.jsonl"), "recipe": "truthy_dpo", "fraction": 0.5},
+    {"dataset": str(FIXTURES / "sharegpt_pairs.jsonl"), "recipe": "sharegpt_pairs"},
+]
+
+
+def test_mixture_is_deterministic_tagged_and_accounted():
+    first, second = mix(MIXTURE, seed=1, on_bad_row="skip"), mix(MIXTURE, seed=1, on_bad_row="skip")
+    assert first["train"].dataset.to_list() == second["train"].dataset.to_list()
+    train = first["train"]
+    assert sorted(train.dataset["source"]) == sorted([MIXTURE[0]["dataset"]] * 3 + [MIXTURE[1]["dataset"]] * 1
+                                                     + [MIXTURE[2]["dataset"]] * 2)  # fmt: skip
+    assert train.rows_read == 6 + 3 + 4 and train.rows_kept == 6
+    assert train.dropped[f"{MIXTURE[1]['dataset']}: left out by fraction 0.5"] == 1
+    assert len(first["test"].dataset) == 0  # no entry has a test split (single files have one split)
+    other_seed = mix(MIXTURE, seed=2, on_bad_row="skip")["train"].dataset["chosen"]
+    assert other_seed != train.dataset["chosen"]
+
+
+def test_mixture_fraction_must_be_a_fraction():
+    with pytest.raises(ValueError, match="fraction must be in"):
+        mix([{**MIXTURE[0], "fraction": 1.5}])

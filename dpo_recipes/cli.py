@@ -9,7 +9,7 @@ import sys
 
 import yaml
 
-from dpo_recipes.data import FORMATS, RECIPES, get_recipe, load_preference_splits
+from dpo_recipes.data import FORMATS, RECIPES, RecipeError, get_recipe, load_preference_splits
 from dpo_recipes.data.doctor import diagnose
 
 
@@ -107,7 +107,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = make_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (RecipeError, KeyError, ValueError) as error:  # bad input: say what and where, without a traceback
+        raise SystemExit(f"dpo-recipes: error: {error}") from error
 
 
 if __name__ == "__main__":

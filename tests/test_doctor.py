@@ -104,3 +104,12 @@ def test_cli_explains_a_path_without_a_recipe(doctor_data):
         cli(["data", "doctor", doctor_data])
     with pytest.raises(SystemExit, match="--option expects key=value"):
         cli(["data", "preview", doctor_data, "--recipe", "shp", "--option", "min_score_ratio"])
+
+
+def test_cli_reports_bad_rows_without_a_traceback(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(ROWS[5]) + "\n")
+    with pytest.raises(SystemExit, match=r"dpo-recipes: error: .*row 0: field 'rejected'"):
+        cli(["data", "preview", str(path), "--recipe", "ultrafeedback_binarized"])
+    with pytest.raises(SystemExit, match="unknown dataset recipe 'nope'; valid recipes: "):
+        cli(["data", "preview", str(path), "--recipe", "nope"])

@@ -50,3 +50,24 @@ def test_help_explains_the_recipe_options():
     for option in ("--dataset_recipe", "--judge", "--win_rate_prompts", "--beta", "--use_peft", "--load_in_4bit"):
         assert option in result.stdout
     assert "Registered dataset recipe" in result.stdout
+
+
+@pytest.mark.slow
+def test_recipe_trains_on_another_dataset_recipe_in_standard_format(tmp_path, tiny_sft_path):
+    recipe = load_recipe_module("zephyr_style")
+    hh = str(REPO / "tests" / "fixtures" / "hh_rlhf.jsonl")
+    args = recipe.make_parser().parse_args_and_config(
+        ["--config", TINY, "--output_dir", str(tmp_path), "--dataset_name", hh, "--dataset_recipe", "hh_rlhf",
+         "--dataset_train_split", "train", "--dataset_test_split", "train", "--dataset_format", "standard",
+         "--on_bad_row", "skip", "--judge", "", "--max_steps", "2", "--per_device_train_batch_size", "2",
+         "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "1"]
+    )  # fmt: skip
+    metrics = recipe.main(*args)
+    assert metrics["data"]["train"] == (
+        "train: read 6 rows, kept 3, dropped 3 (1 bad chosen: the transcripts differ before their final assistant "
+        "turn, 1 bad rejected: the final assistant reply is empty, 1 bad chosen: transcript does not start with "
+        "'\\n\\nHuman:')"
+    )
+    assert metrics["train"]["global_step"] == 2 and math.isfinite(metrics["eval_after"]["eval_loss"])
+    assert metrics["win_rate"] == {"skipped": "no judge configured (set --judge)"}
+    assert "Not measured: no judge configured" in (tmp_path / "report.md").read_text()

@@ -40,6 +40,7 @@ def test_streaming_counts_fill_in_as_the_stream_is_read():
     rows = list(prepared.dataset)
     assert [row["chosen"][0]["content"] for row in rows][0] == "Water it when the soil is dry and give it sun."
     assert (prepared.rows_read, prepared.rows_kept, len(rows)) == (6, 3, 3)
+    assert all(set(row) == {"prompt", "chosen", "rejected"} for row in rows)
     assert sum(prepared.dropped.values()) == 3
 
 
@@ -66,3 +67,13 @@ def test_mixture_is_deterministic_tagged_and_accounted():
 def test_mixture_fraction_must_be_a_fraction():
     with pytest.raises(ValueError, match="fraction must be in"):
         mix([{**MIXTURE[0], "fraction": 1.5}])
+
+
+def test_parquet_and_jsonl_files_give_the_same_rows(tmp_path):
+    parquet = tmp_path / "pairs.parquet"
+    load_dataset("json", data_files=str(FIXTURES / "sharegpt_pairs.jsonl"), split="train").to_parquet(parquet)
+    from_jsonl = load_preference_splits(str(FIXTURES / "sharegpt_pairs.jsonl"), "sharegpt_pairs", {"t": "train"},
+                                        on_bad_row="skip")["t"]  # fmt: skip
+    from_parquet = load_preference_splits(str(parquet), "sharegpt_pairs", {"t": "train"}, on_bad_row="skip")["t"]
+    assert from_parquet.dataset.to_list() == from_jsonl.dataset.to_list()
+    assert from_parquet.dropped == from_jsonl.dropped

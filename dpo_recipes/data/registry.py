@@ -150,9 +150,8 @@ def prepare(
                 dropped[row[_DROP]] += 1
             return not row[_DROP]
 
-        prepared.dataset = annotated.filter(keep).map(
-            convert_located, remove_columns=list(annotated.column_names or [])
-        )
+        columns = annotated.column_names or list(next(iter(annotated)))  # a stream may not know its features
+        prepared.dataset = annotated.filter(keep).map(convert_located, remove_columns=columns)
         return prepared
     dropped.update(reason for reason in annotated[_DROP] if reason)
     kept = annotated.filter(lambda row: not row[_DROP], desc=f"Dropping rows of {dataset_label}")

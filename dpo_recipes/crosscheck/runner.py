@@ -1,0 +1,212 @@
+"""Build TRL trainers for each setting, collate one fixed batch with TRL's collator, verify, render."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+
+import torch
+from trl import DPOConfig, ModelConfig
+
+from dpo_recipes import embedded
+from dpo_recipes.crosscheck.verify import (
+    CONVENTIONS,
+    DEPARTURES,
+    GRADIENT_TOLERANCE,
+    TOLERANCES,
+    Result,
+    Row,
+    Setting,
+    verify,
+)
+from dpo_recipes.data import load_preference_splits
+from dpo_recipes.models import build_dpo_trainer
+
+LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
+SMOOTHING = {"exo_pair": 1e-3, "robust": 0.1}  # their papers need ε > 0
+
+
+def settings_for(loss_types: list[str]) -> list[Setting]:
+    """Each loss type alone; with "all", also every option that changes the loss."""
+    chosen = LOSS_TYPES if loss_types == ["all"] else tuple(loss_types)
+    unknown = set(chosen) - set(LOSS_TYPES)
+    if unknown:
+        raise ValueError(f"unknown loss type(s) {sorted(unknown)}; choose from {', '.join(LOSS_TYPES)} or all")
+    settings = [Setting((name,), label_smoothing=SMOOTHING.get(name, 0.0)) for name in chosen]
+    if loss_types == ["all"]:
+        settings += [
+            Setting(beta=0.5),
+            Setting(label_smoothing=0.1),  # cDPO
+            Setting(("aot",), label_smoothing=0.1),
+            Setting(f_divergence_type="forward_kl"),
+            Setting(f_divergence_type="js_divergence"),
+            Setting(f_divergence_type="alpha_divergence", f_alpha_divergence_coef=0.5),
+            Setting(f_divergence_type="alpha_divergence", f_alpha_divergence_coef=0.3),
+            Setting(ld_alpha=0.5),
+            Setting(use_weighting=True),
+            Setting(("sigmoid", "sft"), loss_weights=(1.0, 0.5)),  # RPO-style
+            Setting(("sigmoid", "bco_pair", "sft"), loss_weights=(0.8, 0.2, 1.0)),  # MPO-style
+        ]
+    return settings
+
+
+POLICIES = {
+    "full": dict(use_peft=False),
+    "lora": dict(use_peft=True, lora_r=8, lora_alpha=16, lora_target_modules=["q_proj", "v_proj", "gate_proj"]),
+    "qlora": dict(use_peft=True, lora_r=8, lora_alpha=16, lora_target_modules=["q_proj", "v_proj", "gate_proj"],
+                  load_in_4bit=True, bnb_4bit_quant_type="nf4"),
+}  # fmt: skip
+
+
+def build_trainer(setting: Setting, policy: str, model: str, train_dataset, output_dir: str, **config):
+    model_args = ModelConfig(model_name_or_path=model, dtype=config.pop("dtype", "float32"), **POLICIES[policy])
+    args = DPOConfig(
+        output_dir=output_dir, report_to="none", bf16=False, use_cpu=config.pop("use_cpu", True),
+        activation_checkpointing=False, logging_steps=1,
+        per_device_train_batch_size=config.pop("per_device_train_batch_size", len(train_dataset)),
+        **setting.dpo_config_kwargs(), **config,
+    )  # fmt: skip
+    trainer = build_dpo_trainer(model_args, args, train_dataset)
+    _move_away_from_reference(trainer.model)
+    return trainer
+
+
+def _move_away_from_reference(model) -> None:
+    """Before training the policy *is* the reference (a fresh adapter has B = 0), so every log-ratio is 0 and
+    most losses are degenerate. Seeded noise on the trainable weights makes the log-ratios O(1)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                std = 0.2 if "lora_" in name else 0.02
+                param.add_(torch.randn(param.shape, generator=generator).to(param) * std)
+
+
+def fixed_batch(trainer, n_pairs: int) -> dict:
+    """The first ``n_pairs`` of the trainer's (TRL-tokenized) train set, through TRL's own collator."""
+    rows = [trainer.train_dataset[i] for i in range(min(n_pairs, len(trainer.train_dataset)))]
+    return {key: value.to(trainer.accelerator.device) for key, value in trainer.data_collator(rows).items()}
+
+
+def setting_from_config(config: dict) -> Setting:
+    """The loss setting of a recipe YAML (the DPOConfig keys that change the loss); other keys are ignored."""
+    keys = {name for name in Setting.__dataclass_fields__} & config.keys()
+    values = {key: tuple(config[key]) if isinstance(config[key], list) else config[key] for key in keys}
+    if isinstance(values.get("loss_type"), str):
+        values["loss_type"] = (values["loss_type"],)
+    return Setting(**values)
+
+
+def crosscheck(
+    loss_types: list[str] = ("all",),
+    policy: str = "lora",
+    model: str = embedded.TINY_SFT,
+    dataset: str = embedded.WORLD,
+    recipe: str = "ultrafeedback_binarized",
+    split: str = "test_prefs",
+    n_pairs: int = 8,
+    settings: list[Setting] | None = None,
+) -> list[Result]:
+    """Verify every requested setting on one fixed batch of ``dataset``; returns one Result per setting."""
+    data = load_preference_splits(dataset, recipe, {"batch": split}, max_rows={"batch": 4 * n_pairs})["batch"]
+    pairs = data.dataset.select(range(min(n_pairs, len(data.dataset))))
+    results = []
+    with tempfile.TemporaryDirectory() as output_dir:
+        for setting in settings or settings_for(list(loss_types)):
+            trainer = build_trainer(setting, policy, model, pairs, output_dir)
+            results.append(verify(trainer, setting, fixed_batch(trainer, n_pairs), policy))
+    return results
+
+
+def check_precomputed_reference(policy: str = "lora", n_pairs: int = 8, model: str = embedded.TINY_SFT) -> Row:
+    """precompute_ref_log_probs=True (reference log-probs stored in the dataset) gives the on-the-fly loss."""
+    pairs = _toy_pairs(n_pairs)
+    losses = {}
+    with tempfile.TemporaryDirectory() as output_dir:
+        for precompute in (False, True):
+            trainer = build_trainer(Setting(), policy, model, pairs, output_dir, precompute_ref_log_probs=precompute)
+            batch = fixed_batch(trainer, n_pairs)
+            assert ("ref_chosen_logps" in batch) == precompute
+            losses[precompute] = trainer.compute_loss(trainer.model, batch).item()
+    rtol, atol = TOLERANCES[torch.float32]
+    ok = abs(losses[True] - losses[False]) <= atol + rtol * abs(losses[False])
+    return Row("loss, precomputed ref", losses[True], losses[False], rtol, "ok" if ok else "MISMATCH")
+
+
+def check_gradient_accumulation(policy: str = "lora", n_pairs: int = 8, model: str = embedded.TINY_SFT) -> Row:
+    """One SGD step of TRL's own training loop: batch n × 1 step vs batch 1 × n accumulation steps. With SGD
+    the update is lr × gradient, so equal updates mean equal accumulated gradients."""
+    pairs = _toy_pairs(n_pairs)
+    updates = {}
+    with tempfile.TemporaryDirectory() as output_dir:
+        for batch_size, accumulation in ((n_pairs, 1), (1, n_pairs)):
+            sgd = dict(optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0)
+            trainer = build_trainer(
+                Setting(), policy, model, pairs, output_dir, max_steps=1, gradient_accumulation_steps=accumulation,
+                per_device_train_batch_size=batch_size, save_strategy="no", **sgd,
+            )  # fmt: skip
+            before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+            trainer.train()
+            after = dict(trainer.model.named_parameters())
+            updates[batch_size] = torch.cat(
+                [(after[n].detach() - before[n]).flatten().double() for n in sorted(before)]
+            )
+    one_step, accumulated = updates[n_pairs], updates[1]
+    if not one_step.norm() > 0:
+        raise RuntimeError("the optimizer step changed nothing: the gradient-accumulation check would be vacuous")
+    rel = float((accumulated - one_step).norm() / one_step.norm())
+    tol = GRADIENT_TOLERANCE[torch.float32]
+    return Row(f"update {n_pairs}x1 vs 1x{n_pairs}", rel, 0.0, tol, "ok" if rel <= tol else "MISMATCH", kind="gradient")
+
+
+def _toy_pairs(n_pairs: int):
+    data = load_preference_splits(
+        embedded.WORLD, "ultrafeedback_binarized", {"b": "test_prefs"}, max_rows={"b": 4 * n_pairs}
+    )
+    return data["b"].dataset.select(range(n_pairs))
+
+
+def render(results: list[Result]) -> str:
+    lines = []
+    for result in results:
+        status = "PASS" if result.passed else "FAIL"
+        lines.append(f"\n{status}  {result.setting}  [{result.policy}, {result.dtype}]")
+        lines.append(
+            f"  {'quantity':<20} {'TRL':>14} {'reference':>14} {'abs err':>10} {'rel err':>10} {'tol':>8}  verdict"
+        )
+        for row in result.rows:
+            verdict = row.verdict
+            if row.variant is not None:
+                verdict += f" ({', '.join(result.departures)}: TRL-style value {row.variant:.6g})"
+            errors = f"{'':>10} {'':>10}" if row.rel_err is None else f"{row.abs_err:>10.2e} {row.rel_err:>10.2e}"
+            lines.append(f"  {row.quantity:<20} {row.trl:>14.7g} {row.reference:>14.7g} {errors} "
+                         f"{row.tolerance:>8.0e}  {verdict}")  # fmt: skip
+    explained = sorted({name for result in results for name in result.departures})
+    for departure in DEPARTURES:
+        if departure.name in explained:
+            lines.append(f"\nDeparture {departure.name}: {departure.explanation}")
+    lines += [f"Convention: {text}" for text in CONVENTIONS]
+    return "\n".join(lines)
+
+
+def to_json(results: list[Result], extra_checks: list[Row] = ()) -> str:
+    return json.dumps(
+        {
+            "results": [
+                {
+                    **asdict(r),
+                    "passed": r.passed,
+                    "rows": [{**asdict(row), "abs_err": row.abs_err, "rel_err": row.rel_err} for row in r.rows],
+                }  # fmt: skip
+                for r in results
+            ],
+            "extra_checks": [asdict(row) for row in extra_checks],
+            "departures": {d.name: d.explanation for d in DEPARTURES},
+            "conventions": list(CONVENTIONS),
+        },
+        indent=2,
+    )

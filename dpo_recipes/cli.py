@@ -86,7 +86,7 @@ def crosscheck(args) -> None:
         settings = [runner.setting_from_config(config)]
     results = runner.crosscheck(
         args.loss_type, args.policy, model or embedded.TINY_SFT, dataset or embedded.WORLD,
-        recipe or "ultrafeedback_binarized", split or "test_prefs", args.pairs, settings,
+        recipe or "ultrafeedback_binarized", split or "test_prefs", args.pairs, settings, args.dtype,
     )  # fmt: skip
     extra = [] if args.skip_training_checks else [
         runner.check_precomputed_reference(args.policy, model=model or embedded.TINY_SFT),
@@ -153,6 +153,8 @@ def make_parser() -> argparse.ArgumentParser:
     check.add_argument("--recipe", help="dataset recipe (default: ultrafeedback_binarized)")
     check.add_argument("--split", help="split the fixed batch is taken from (default: test_prefs)")
     check.add_argument("--pairs", type=int, default=8, help="preference pairs in the fixed batch")
+    check.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                       help="compute dtype of the model (tolerances follow it: see crosscheck/verify.py)")  # fmt: skip
     check.add_argument("--json", help="also write the results as JSON to this path")
     check.add_argument("--skip-training-checks", action="store_true",
                        help="skip the precomputed-reference and gradient-accumulation checks")  # fmt: skip

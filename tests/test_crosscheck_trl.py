@@ -18,9 +18,11 @@ QUANTITIES = ["loss", "logps/chosen", "logps/rejected", "rewards/chosen", "rewar
               "rewards/accuracies", "grad rel. L2 error", "grad cosine"]  # fmt: skip
 
 
-@pytest.mark.parametrize("policy", ["lora", "full", "qlora"])
-def test_every_loss_type_and_option_matches_trl_or_a_named_departure(tiny_sft_path, policy):
-    results = runner.crosscheck(["all"], policy=policy)
+@pytest.mark.parametrize(
+    ("policy", "dtype"), [("lora", "float32"), ("full", "float32"), ("qlora", "float32"), ("lora", "bfloat16")]
+)
+def test_every_loss_type_and_option_matches_trl_or_a_named_departure(tiny_sft_path, policy, dtype):
+    results = runner.crosscheck(["all"], policy=policy, dtype=dtype)
     assert {loss for r in results for loss in r.setting.split()[0].split("+")} == set(runner.LOSS_TYPES)
     for result in results:
         assert [row.quantity for row in result.rows] == QUANTITIES
@@ -28,7 +30,7 @@ def test_every_loss_type_and_option_matches_trl_or_a_named_departure(tiny_sft_pa
         assert result.departures == EXPECTED_DEPARTURES.get(result.setting, []), result.setting
     ipo = next(r for r in results if r.setting == "ipo").rows[0]
     assert ipo.verdict == "departure" and abs(ipo.trl - ipo.variant) < 1e-4
-    assert abs(ipo.trl - ipo.reference) > 100 * ipo.tolerance * abs(ipo.reference)  # far beyond rounding
+    assert abs(ipo.trl - ipo.reference) > 10 * ipo.tolerance * abs(ipo.reference)  # far beyond rounding
     rows = {row.quantity: row for row in results[0].rows}
     assert rows["rewards/chosen"].trl != 0 and abs(rows["grad cosine"].trl - 1) < 1e-4  # a real, moved policy
 

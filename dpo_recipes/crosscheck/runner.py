@@ -110,6 +110,7 @@ def crosscheck(
     split: str = "test_prefs",
     n_pairs: int = 8,
     settings: list[Setting] | None = None,
+    dtype: str = "float32",
 ) -> list[Result]:
     """Verify every requested setting on one fixed batch of ``dataset``; returns one Result per setting."""
     data = load_preference_splits(dataset, recipe, {"batch": split}, max_rows={"batch": 4 * n_pairs})["batch"]
@@ -117,7 +118,7 @@ def crosscheck(
     results = []
     with tempfile.TemporaryDirectory() as output_dir:
         for setting in settings or settings_for(list(loss_types)):
-            trainer = build_trainer(setting, policy, model, pairs, output_dir)
+            trainer = build_trainer(setting, policy, model, pairs, output_dir, dtype=dtype)
             results.append(verify(trainer, setting, fixed_batch(trainer, n_pairs), policy))
     return results
 

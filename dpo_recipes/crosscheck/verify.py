@@ -25,7 +25,11 @@ from dpo_recipes.crosscheck.logprobs import TokenLogps, ld_sequence, token_logps
 # sigmoid that stays below 1e-5. bf16 keeps 8 bits of mantissa (relative rounding 2^-8 ≈ 4e-3 per op), so
 # agreement is only expected to about 2e-2.
 TOLERANCES = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2)}
-GRADIENT_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2}  # relative L2 error of the whole gradient
+# Relative L2 error of the whole gradient, by the lowest precision on the gradient's path (compute or
+# trainable weights): TRL's fused-head backward and the reference's full-logits backward sum in different
+# orders. Measured over all 26 settings on the tiny model: fp32 ≤ 7.2e-6 (LoRA, full); bf16 adapters (QLoRA)
+# ≤ 4.2e-3; a bf16 base ≤ 6.8e-3.
+GRADIENT_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,7 @@ def verify(trainer, setting: Setting, batch: dict, policy_name: str) -> Result:
         loss.backward()
         candidates[departures] = (loss.item(), metrics, _gradients(model))
 
-    grad_tol = GRADIENT_TOLERANCE[grad_dtype]
+    grad_tol = max(GRADIENT_TOLERANCE[dtype], GRADIENT_TOLERANCE[grad_dtype])
 
     def agrees(candidate) -> bool:
         loss, _, grads = candidate

@@ -105,6 +105,24 @@ def crosscheck(args) -> None:
         raise SystemExit(f"crosscheck: unexplained differences in: {'; '.join(failed)}")
 
 
+def evaluate(args) -> None:
+    from dpo_recipes.run_eval import evaluate_run
+
+    temperatures = [float(t) for t in args.temperatures.split(",")]
+    results = evaluate_run(
+        args.run_dir, args.judge, temperatures, args.n_prompts, args.max_new_tokens, args.seed, args.base_model,
+        args.dataset, args.recipe, args.split, args.max_pairs,
+    )  # fmt: skip
+    for point in results["temperatures"]:
+        low, high = point["ci95"]
+        print(f"temperature {point['temperature']:<5g} win rate {point['win_rate']:.3f} [{low:.3f}, {high:.3f}]  "
+              f"reward {point['mean_reward_policy']:+.3f} vs {point['mean_reward_reference']:+.3f}")  # fmt: skip
+    kl, implicit = results["kl"], results["implicit_reward"]
+    print(f"KL(policy || reference) {kl['mean']:.3f} ± {kl['stderr']:.3f} nats; held-out implicit-reward "
+          f"accuracy {implicit['accuracy']:.3f}, margin {implicit['margin']:.3f}")  # fmt: skip
+    print(f"Written: {args.run_dir}/evaluation.json, win_rate_vs_temperature.png, report.md")
+
+
 def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name_or_path", help="a recipe name (reads its hub dataset), or a hub id / path with --recipe")
     parser.add_argument("--recipe", help="the dataset recipe to read NAME_OR_PATH with (see `data list`)")
@@ -159,6 +177,23 @@ def make_parser() -> argparse.ArgumentParser:
     check.add_argument("--skip-training-checks", action="store_true",
                        help="skip the precomputed-reference and gradient-accumulation checks")  # fmt: skip
     check.set_defaults(func=crosscheck)
+
+    run = commands.add_parser(
+        "evaluate",
+        help="win rate across temperatures, KL to the reference, held-out implicit reward of a trained run",
+    )
+    run.add_argument("run_dir", help="a run's output directory (adapter + metrics.json, or a full model)")
+    run.add_argument("--judge", default="toy-world", help="toy-world, or reward-model:PATH_OR_ID")
+    run.add_argument("--temperatures", default="0,0.25,0.5,0.75,1.0", help="comma-separated sampling temperatures")
+    run.add_argument("--n-prompts", type=int, default=100, help="held-out prompts answered by both models")
+    run.add_argument("--max-new-tokens", type=int, default=48, help="length limit of each answer")
+    run.add_argument("--seed", type=int, default=0, help="sampling seed")
+    run.add_argument("--base-model", help="the reference model (default: the run's model in metrics.json)")
+    run.add_argument("--dataset", help="held-out data (default: the run's dataset)")
+    run.add_argument("--recipe", help="its dataset recipe (default: the run's recipe)")
+    run.add_argument("--split", help="its held-out split (default: the run's test split)")
+    run.add_argument("--max-pairs", type=int, help="read only the first N raw held-out rows")
+    run.set_defaults(func=evaluate)
     return parser
 
 

@@ -127,6 +127,7 @@ def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mod
             "model": model_args.model_name_or_path,
             "dataset": script_args.dataset_name if not script_args.dataset_mixture else "mixture",
             "dataset_recipe": script_args.dataset_recipe,
+            "test_split": script_args.dataset_test_split,
             "peft": model_args.use_peft,
             "load_in_4bit": model_args.load_in_4bit,
             "loss_type": training_args.loss_type,

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from dpo_recipes.data.loading import load_preference_splits
 from dpo_recipes.data.registry import get_recipe
+from dpo_recipes.data.tokens import trl_token_ids
 
 
 @dataclass
@@ -72,23 +73,12 @@ def _text(value) -> str:
     return value if isinstance(value, str) else "".join(m["content"] for m in value)
 
 
-def _token_ids(tokenizer, prompt, completion) -> tuple[list[int], list[int]]:
-    """Prompt ids and prompt+completion ids, as TRL 1.16's DPOTrainer tokenizes them."""
-    if isinstance(prompt, list):
-        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
-        full_ids = tokenizer.apply_chat_template(prompt + completion, return_dict=True)["input_ids"]
-        return list(prompt_ids), list(full_ids)
-    if tokenizer.eos_token and not completion.endswith(tokenizer.eos_token):
-        completion += tokenizer.eos_token
-    return tokenizer(prompt)["input_ids"], tokenizer(prompt + completion)["input_ids"]
-
-
 def _completion_lengths(row: dict, tokenizer) -> tuple[int, int]:
     """Chosen and rejected lengths in tokens (completion only: a shared prompt would dilute the ratio), or
     in characters without a tokenizer."""
     if tokenizer is None:
         return len(_text(row["chosen"])), len(_text(row["rejected"]))
-    chosen, rejected = (_token_ids(tokenizer, row["prompt"], row[side]) for side in ("chosen", "rejected"))
+    chosen, rejected = (trl_token_ids(tokenizer, row["prompt"], row[side]) for side in ("chosen", "rejected"))
     return len(chosen[1]) - len(chosen[0]), len(rejected[1]) - len(rejected[0])
 
 
@@ -96,7 +86,7 @@ def _check_tokens(rows: list[dict], tokenizer, max_length: int | None) -> TokenC
     checks = TokenChecks(max_length)
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     for row in rows:
-        sequences = [_token_ids(tokenizer, row["prompt"], row[side]) for side in ("chosen", "rejected")]
+        sequences = [trl_token_ids(tokenizer, row["prompt"], row[side]) for side in ("chosen", "rejected")]
         prompt_len = len(sequences[0][0])
         checks.prompt_not_prefix += any(full[: len(p)] != p for p, full in sequences)
         checks.double_bos += any(bos is not None and full[:2] == [bos, bos] for _, full in sequences)

@@ -1,0 +1,182 @@
+"""Evaluate a trained run directory: win rate across temperatures, KL to the reference, held-out implicit
+reward, lengths, side-by-side answers. Written to evaluation.json, win_rate_vs_temperature.png and report.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from dpo_recipes import embedded
+from dpo_recipes.crosscheck.logprobs import token_logps
+from dpo_recipes.data import get_recipe, load_preference_splits
+from dpo_recipes.data.tokens import completion_batch, trl_token_ids
+from dpo_recipes.evaluation import (
+    as_reference,
+    compare_with_reference,
+    generate_ids,
+    get_judge,
+    kl_to_reference,
+    unique_prompts,
+)
+from dpo_recipes.files import atomic_path, atomic_write_text
+from dpo_recipes.reporting import side_by_side
+
+TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
+SECTION_START, SECTION_END = "<!-- dpo-recipes evaluate -->", "<!-- /dpo-recipes evaluate -->"
+
+
+def load_run(run_dir: str | Path, base_model: str | None = None):
+    """(policy, reference or None, tokenizer, run info): a LoRA run is its base + adapter (the reference is
+    the adapter disabled); a full run needs its reference, ``base_model`` or the run's own model name."""
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "metrics.json").read_text())["run"] if (run_dir / "metrics.json").exists() else {}
+    base = base_model or info.get("model")
+    tokenizer = AutoTokenizer.from_pretrained(
+        run_dir if (run_dir / "tokenizer_config.json").exists() else embedded.resolve(base)
+    )
+    if (run_dir / "adapter_config.json").exists():
+        base = base or json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(embedded.resolve(base)), run_dir)
+        return model.eval(), None, tokenizer, info
+    if base is None:
+        raise ValueError(f"{run_dir}: a full-model run needs its reference model (pass base_model)")
+    reference = AutoModelForCausalLM.from_pretrained(embedded.resolve(base)).eval()
+    return AutoModelForCausalLM.from_pretrained(run_dir).eval(), reference, tokenizer, info
+
+
+@torch.no_grad()
+def implicit_reward(model, tokenizer, rows: list[dict], beta: float, ref_model=None, batch_size: int = 32) -> dict:
+    """Held-out implicit reward β(log π − log π_ref) of chosen and rejected: accuracy (strict, as TRL) and margin."""
+
+    def logps(m, side: str) -> torch.Tensor:
+        values = []
+        for start in range(0, len(rows), batch_size):
+            part = rows[start : start + batch_size]
+            batch = completion_batch(
+                [trl_token_ids(tokenizer, r["prompt"], r[side]) for r in part], tokenizer.pad_token_id
+            )
+            values.append(token_logps(m, **{k: v.to(m.device) for k, v in batch.items()}).sequence().cpu())
+        return torch.cat(values)
+
+    policy = {side: logps(model, side) for side in ("chosen", "rejected")}
+    with as_reference(model, ref_model) as reference_model:
+        reference = {side: logps(reference_model, side) for side in ("chosen", "rejected")}
+    chosen = beta * (policy["chosen"] - reference["chosen"])
+    rejected = beta * (policy["rejected"] - reference["rejected"])
+    return {
+        "n": len(rows),
+        "accuracy": (chosen > rejected).double().mean().item(),
+        "margin": (chosen - rejected).mean().item(),
+        "chosen": chosen.mean().item(),
+        "rejected": rejected.mean().item(),
+    }
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    judge: str = "toy-world",
+    temperatures=TEMPERATURES,
+    n_prompts: int = 100,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    base_model: str | None = None,
+    dataset: str | None = None,
+    recipe: str | None = None,
+    split: str | None = None,
+    max_pairs: int | None = None,
+) -> dict:
+    """Everything in the module docstring, for the run in ``run_dir``; the held-out data default to the run's."""
+    run_dir = Path(run_dir)
+    model, ref_model, tokenizer, info = load_run(run_dir, base_model)
+    recipe = recipe or info.get("dataset_recipe", "ultrafeedback_binarized")
+    dataset = dataset or info.get("dataset") or embedded.WORLD
+    split = split or info.get("test_split") or get_recipe(recipe).splits[-1]
+    test = load_preference_splits(dataset, recipe, {"test": split}, max_rows={"test": max_pairs})["test"].dataset
+    prompts = unique_prompts(test, n_prompts)
+    score = get_judge(judge)
+    results = {"run_dir": str(run_dir), "judge": judge, "dataset": dataset, "split": split, "temperatures": []}
+    comparisons = {}
+    for temperature in temperatures:
+        comparison = compare_with_reference(
+            model, tokenizer, prompts, score, ref_model, max_new_tokens, temperature, seed
+        )
+        comparisons[temperature] = comparison
+        results["temperatures"].append({"temperature": temperature, **comparison.summary()})
+    samples = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature=1.0, seed=seed + 1, desc="KL samples")
+    results["kl"] = kl_to_reference(model, tokenizer, prompts, samples, ref_model).as_dict()
+    beta = info.get("beta", 0.1)
+    results["implicit_reward"] = {"beta": beta, **implicit_reward(model, tokenizer, test.to_list(), beta, ref_model)}
+    atomic_write_text(run_dir / "evaluation.json", json.dumps(results, indent=2) + "\n")
+    plot_win_rate_vs_temperature({run_dir.name: results}, run_dir / "win_rate_vs_temperature.png")
+    _write_report_section(run_dir / "report.md", results, comparisons[temperatures[0]])
+    return results
+
+
+def plot_win_rate_vs_temperature(runs: dict[str, dict], path: Path) -> Path:
+    """Win rate (with its 95% interval) against sampling temperature, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5.5, 3.8), constrained_layout=True)
+    for label, results in runs.items():
+        points = results["temperatures"]
+        rates = [p["win_rate"] for p in points]
+        errors = [[max(0.0, r - p["ci95"][0]) for r, p in zip(rates, points, strict=True)],
+                  [max(0.0, p["ci95"][1] - r) for r, p in zip(rates, points, strict=True)]]  # fmt: skip
+        axis.errorbar([p["temperature"] for p in points], rates, yerr=errors, marker="o", capsize=3, label=label)
+    axis.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    axis.set(xlabel="sampling temperature", ylabel="win rate vs reference", ylim=(0, 1.05))
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    with atomic_path(path) as scratch:
+        figure.savefig(scratch, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _write_report_section(path: Path, results: dict, comparison) -> None:
+    kl, implicit = results["kl"], results["implicit_reward"]
+    lines = [
+        SECTION_START,
+        "## Evaluation (`dpo-recipes evaluate`)",
+        "",
+        f"Judge `{results['judge']}`; {results['temperatures'][0]['n']} held-out prompts of {results['dataset']}"
+        f"[{results['split']}]; ties count ½; 95% Wilson intervals.",
+        "",
+        "| temperature | win rate | 95% CI | mean reward policy | mean reward reference "
+        "| mean length policy | mean length reference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in results["temperatures"]:
+        lines.append(f"| {p['temperature']:g} | {p['win_rate']:.3f} | [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] "
+                     f"| {p['mean_reward_policy']:+.3f} | {p['mean_reward_reference']:+.3f} "
+                     f"| {p['mean_length_policy']:.1f} | {p['mean_length_reference']:.1f} |")  # fmt: skip
+    lines += [
+        "",
+        f"KL(policy ‖ reference), sequence level, from {results['temperatures'][0]['n']} policy samples at "
+        f"temperature 1: **{kl['mean']:.3f} ± {kl['stderr']:.3f}** nats (mean ± standard error).",
+        "",
+        f"Held-out implicit reward (β = {implicit['beta']:g}, {implicit['n']} pairs, from scratch): accuracy "
+        f"{implicit['accuracy']:.3f}, mean margin {implicit['margin']:.3f}.",
+        "",
+        f"### Side by side (temperature {results['temperatures'][0]['temperature']:g})",
+        "",
+        side_by_side(comparison),
+        "",
+        "![win rate vs temperature](win_rate_vs_temperature.png)",
+        SECTION_END,
+    ]
+    section = "\n".join(lines)
+    text = path.read_text() if path.exists() else ""
+    if SECTION_START in text:  # re-running replaces the section
+        head, rest = text.split(SECTION_START, 1)
+        text = head + section + rest.split(SECTION_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    atomic_write_text(path, text)

@@ -1,0 +1,109 @@
+"""Evaluation of a run: KL estimator with known answers, win-rate intervals, judges, `evaluate` on a tiny run."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, MistralForSequenceClassification
+
+from dpo_recipes.cli import main as cli
+from dpo_recipes.evaluation import WinRate, get_judge, kl_to_reference
+from dpo_recipes.run_eval import SECTION_START, evaluate_run
+
+from .conftest import REPO, load_recipe_module
+
+
+class FixedDistribution(torch.nn.Module):
+    """A 'language model' whose next-token distribution is the same softmax(weights) at every position."""
+
+    def __init__(self, weights: torch.Tensor):
+        super().__init__()
+        self.weights = torch.nn.Parameter(weights, requires_grad=False)
+
+    @property
+    def device(self):
+        return self.weights.device
+
+    def forward(self, input_ids, attention_mask=None, use_cache=False):
+        return SimpleNamespace(logits=self.weights.expand(*input_ids.shape, -1))
+
+
+def test_kl_estimate_matches_a_hand_built_pair_of_distributions(tiny_tokenizer):
+    generator = torch.Generator().manual_seed(0)
+    vocab = len(tiny_tokenizer)
+    p_weights, q_weights = torch.randn(vocab, generator=generator), torch.randn(vocab, generator=generator)
+    p, q = p_weights.softmax(-1), q_weights.softmax(-1)
+    kl_per_token = float((p * (p.log() - q.log())).sum())
+    tokens_per_sample, n = 3, 400
+    samples = torch.multinomial(p, n * tokens_per_sample, replacement=True, generator=generator).view(n, -1).tolist()
+    prompts = [[{"role": "user", "content": "Describe the red fox."}]] * n
+    estimate = kl_to_reference(FixedDistribution(p_weights), tiny_tokenizer, prompts, samples,
+                               ref_model=FixedDistribution(q_weights))  # fmt: skip
+    expected = tokens_per_sample * kl_per_token  # sequence KL of i.i.d. tokens: the per-token KL times the length
+    assert abs(estimate.mean - expected) < 4 * estimate.stderr
+    assert 0 < estimate.stderr < 0.2 * expected
+
+
+def test_kl_of_identical_models_is_zero(tiny_sft_path, tiny_tokenizer):
+    base = AutoModelForCausalLM.from_pretrained(tiny_sft_path)
+    policy = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"]))  # B = 0: policy == reference
+    prompts = [[{"role": "user", "content": f"Describe the {s}."}] for s in ("red fox", "blue lamp")]
+    samples = [tiny_tokenizer("The red fox is good.</s>")["input_ids"], tiny_tokenizer("Nice.</s>")["input_ids"]]
+    estimate = kl_to_reference(policy, tiny_tokenizer, prompts, samples)
+    assert estimate.mean == 0.0 and estimate.stderr == 0.0
+
+
+@pytest.mark.parametrize(
+    ("wins", "ties", "losses", "low", "high"),
+    [(70, 0, 30, 0.6041, 0.7810), (60, 20, 20, 0.6041, 0.7810), (0, 0, 10, 0.0, 0.2775), (10, 0, 0, 0.7225, 1.0)],
+)
+def test_win_rate_wilson_interval_on_known_counts(wins, ties, losses, low, high):
+    interval = WinRate(wins, ties, losses).interval()
+    assert interval == pytest.approx((low, high), abs=5e-4)
+
+
+def test_reward_model_judge_and_unavailable_judges(tmp_path, tiny_sft_path, tiny_tokenizer):
+    config = AutoModelForCausalLM.from_pretrained(tiny_sft_path).config
+    config.num_labels = 1
+    torch.manual_seed(0)
+    MistralForSequenceClassification(config).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    judge = get_judge(f"reward-model:{tmp_path}")
+    prompt = [{"role": "user", "content": "Describe the red fox."}]
+    score = judge(prompt, "The red fox is superb.")
+    assert isinstance(score, float) and math.isfinite(score)
+    assert judge(prompt, "The red fox is superb.") == score and judge(prompt, "Awful.") != score
+    with pytest.raises(KeyError, match="TRL 1.16 ships no pairwise judges"):
+        get_judge("pairwise:pairrm")
+    with pytest.raises(KeyError, match="available judges: toy-world"):
+        get_judge("gpt-4")
+
+
+@pytest.mark.slow
+def test_evaluate_a_tiny_run(tmp_path, tiny_sft_path, capsys):
+    recipe = load_recipe_module("zephyr_style")
+    tiny = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
+    quick = ["--max_steps", "8", "--max_train_samples", "128", "--max_eval_samples", "32", "--eval_strategy", "no",
+             "--save_strategy", "no", "--win_rate_prompts", "8", "--max_new_tokens", "16"]  # fmt: skip
+    metrics = recipe.main(
+        *recipe.make_parser().parse_args_and_config(["--config", tiny, "--output_dir", str(tmp_path), *quick])
+    )
+
+    cli(["evaluate", str(tmp_path), "--temperatures", "0,1", "--n-prompts", "8", "--max-new-tokens", "16",
+         "--max-pairs", "32"])  # fmt: skip
+    assert "KL(policy || reference)" in capsys.readouterr().out
+    results = json.loads((tmp_path / "evaluation.json").read_text())
+    for point in results["temperatures"]:
+        assert point["n"] == 8 and point["ci95"][0] <= point["win_rate"] <= point["ci95"][1]
+    assert math.isfinite(results["kl"]["mean"]) and results["kl"]["stderr"] > 0
+    implicit = results["implicit_reward"]  # from scratch; the 32 test rows are one TRL eval batch
+    assert implicit["accuracy"] == pytest.approx(metrics["eval_after"]["eval_rewards/accuracies"], abs=1e-9)
+    assert implicit["margin"] == pytest.approx(metrics["eval_after"]["eval_rewards/margins"], rel=1e-4)
+    assert (tmp_path / "win_rate_vs_temperature.png").read_bytes()[:4] == b"\x89PNG"
+
+    evaluate_run(tmp_path, temperatures=(0.0,), n_prompts=4, max_new_tokens=8)  # again: the section is replaced
+    report = (tmp_path / "report.md").read_text()
+    assert report.count(SECTION_START) == 1 and "| 0 |" in report and "## Held-out implicit reward" in report

@@ -4,6 +4,7 @@ reward, lengths, side-by-side answers. Written to evaluation.json, win_rate_vs_t
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -17,9 +18,11 @@ from dpo_recipes.data.tokens import completion_batch, trl_token_ids
 from dpo_recipes.evaluation import (
     as_reference,
     compare_with_reference,
+    generate,
     generate_ids,
     get_judge,
     kl_to_reference,
+    mean_and_stderr,
     unique_prompts,
 )
 from dpo_recipes.files import atomic_path, atomic_write_text
@@ -116,6 +119,29 @@ def evaluate_run(
     return results
 
 
+def frontier_point(model, tokenizer, prompts, judge, ref_model=None, max_new_tokens: int = 48, seed: int = 0) -> dict:
+    """One point of the reward–KL frontier (the DPO paper's IMDb figure): the judged reward of the policy's
+    own samples at temperature 1, and its KL to the reference on the same samples, each with its stderr."""
+    samples = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature=1.0, seed=seed, desc="Samples")
+    texts = [text.strip() for text in tokenizer.batch_decode(samples, skip_special_tokens=True)]
+    rewards = mean_and_stderr(torch.tensor([judge(p, t) for p, t in zip(prompts, texts, strict=True)]))
+    kl = kl_to_reference(model, tokenizer, prompts, samples, ref_model)
+    return {"reward": rewards.mean, "reward_stderr": rewards.stderr, "kl": kl.mean, "kl_stderr": kl.stderr}
+
+
+def best_of_n_point(model, tokenizer, prompts, judge, n: int, max_new_tokens: int = 48, seed: int = 0) -> dict:
+    """Best-of-n sampling from ``model`` (a non-DPO comparison): the mean judged reward of the best of n
+    samples per prompt; its KL to ``model`` is log n − (n − 1)/n (Stiennon et al. 2020, Appendix)."""
+    best = [-math.inf] * len(prompts)
+    for draw in range(n):
+        texts = generate(model, tokenizer, prompts, max_new_tokens, temperature=1.0, seed=seed + draw,
+                         desc=f"Best-of-{n} draw {draw + 1}")  # fmt: skip
+        best = [max(b, judge(p, t)) for b, p, t in zip(best, prompts, texts, strict=True)]
+    rewards = mean_and_stderr(torch.tensor(best))
+    return {"n": n, "reward": rewards.mean, "reward_stderr": rewards.stderr, "kl": math.log(n) - (n - 1) / n,
+            "kl_stderr": 0.0}  # fmt: skip
+
+
 def plot_win_rate_vs_temperature(runs: dict[str, dict], path: Path) -> Path:
     """Win rate (with its 95% interval) against sampling temperature, one line per run."""
     import matplotlib
@@ -134,6 +160,30 @@ def plot_win_rate_vs_temperature(runs: dict[str, dict], path: Path) -> Path:
     axis.set(xlabel="sampling temperature", ylabel="win rate vs reference", ylim=(0, 1.05))
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
+    with atomic_path(path) as scratch:
+        figure.savefig(scratch, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_frontier(runs: dict[str, list[dict]], reference: dict, best_of_n: list[dict], path: Path) -> Path:
+    """Ground-truth reward against KL to the reference: one line per DPO run (its checkpoints in order), the
+    reference itself at KL 0, and best-of-n sampling from the reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    for label, points in runs.items():
+        axis.errorbar([p["kl"] for p in points], [p["reward"] for p in points], xerr=[p["kl_stderr"] for p in points],
+                      yerr=[p["reward_stderr"] for p in points], marker="o", capsize=2, label=label)  # fmt: skip
+    axis.plot([0.0] + [p["kl"] for p in best_of_n], [reference["reward"]] + [p["reward"] for p in best_of_n],
+              "k--s", label="best-of-n from the reference (n = 1, …)")  # fmt: skip
+    axis.plot([0.0], [reference["reward"]], "k*", markersize=12, label="reference (SFT)")
+    axis.set(xlabel="KL(policy ‖ reference), nats", ylabel="ground-truth reward of samples (T = 1)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
     with atomic_path(path) as scratch:
         figure.savefig(scratch, dpi=100)
     plt.close(figure)

@@ -14,6 +14,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -54,11 +55,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def train(config: str, beta: float, output_dir: Path, checkpoints: int, extra: list[str]) -> dict:
     parser = zephyr_style.make_parser()
-    probe = parser.parse_args_and_config(["--config", config, *extra])
-    steps = probe[1].max_steps if probe[1].max_steps > 0 else None
-    save_steps = max(1, (steps or 116) // checkpoints)  # 116: the tiny preset's one epoch
-    args = ["--config", config, "--beta", str(beta), "--output_dir", str(output_dir), "--save_strategy", "steps",
-            "--save_steps", str(save_steps), "--save_total_limit", str(checkpoints + 1), *extra]  # fmt: skip
+    script_args, training_args, _ = parser.parse_args_and_config(["--config", config, *extra])
+    steps = training_args.max_steps
+    if steps <= 0:  # the real optimizer steps of the run, so checkpoints are spread over all of it
+        pairs = len(zephyr_style.load_splits(script_args, training_args.seed)["train"].dataset)
+        per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+        steps = math.ceil(pairs / per_step) * math.ceil(training_args.num_train_epochs)
+    saving = ["--save_strategy", "steps", "--save_steps", str(max(1, steps // checkpoints)),
+              "--save_total_limit", str(checkpoints + 2)]  # fmt: skip
+    args = ["--config", config, "--beta", str(beta), "--output_dir", str(output_dir), *saving, *extra]
     return zephyr_style.main(*parser.parse_args_and_config(args))
 
 

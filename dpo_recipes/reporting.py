@@ -13,14 +13,27 @@ from dpo_recipes.files import atomic_path, atomic_write_text
 CURVES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
 
-def plot_training_curves(log_history: list[dict], path: str | os.PathLike) -> Path:
-    """One panel per DPO training metric against the optimizer step (train logs; eval logs as dots)."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2), constrained_layout=True)
+    return plt
+
+
+def save_figure(figure, path: str | os.PathLike) -> Path:
+    """Write ``figure`` as a PNG atomically, then free it."""
+    with atomic_path(path) as scratch:
+        figure.savefig(scratch, dpi=100)
+    pyplot().close(figure)
+    return Path(path)
+
+
+def plot_training_curves(log_history: list[dict], path: str | os.PathLike) -> Path:
+    """One panel per DPO training metric against the optimizer step (train logs; eval logs as dots)."""
+    figure, axes = pyplot().subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2), constrained_layout=True)
     for axis, key in zip(axes, CURVES, strict=True):
         for prefix, style in (("", "-"), ("eval_", "o")):
             logs = [log for log in log_history if prefix + key in log]
@@ -31,10 +44,7 @@ def plot_training_curves(log_history: list[dict], path: str | os.PathLike) -> Pa
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
         axis.legend()
-    with atomic_path(path) as scratch:
-        figure.savefig(scratch, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)
 
 
 def write_metrics(path: str | os.PathLike, metrics: dict) -> Path:

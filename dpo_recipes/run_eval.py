@@ -25,8 +25,8 @@ from dpo_recipes.evaluation import (
     mean_and_stderr,
     unique_prompts,
 )
-from dpo_recipes.files import atomic_path, atomic_write_text
-from dpo_recipes.reporting import side_by_side
+from dpo_recipes.files import atomic_write_text
+from dpo_recipes.reporting import pyplot, save_figure, side_by_side
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
 SECTION_START, SECTION_END = "<!-- dpo-recipes evaluate -->", "<!-- /dpo-recipes evaluate -->"
@@ -144,12 +144,7 @@ def best_of_n_point(model, tokenizer, prompts, judge, n: int, max_new_tokens: in
 
 def plot_win_rate_vs_temperature(runs: dict[str, dict], path: Path) -> Path:
     """Win rate (with its 95% interval) against sampling temperature, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5.5, 3.8), constrained_layout=True)
+    figure, axis = pyplot().subplots(figsize=(5.5, 3.8), constrained_layout=True)
     for label, results in runs.items():
         points = results["temperatures"]
         rates = [p["win_rate"] for p in points]
@@ -160,21 +155,13 @@ def plot_win_rate_vs_temperature(runs: dict[str, dict], path: Path) -> Path:
     axis.set(xlabel="sampling temperature", ylabel="win rate vs reference", ylim=(0, 1.05))
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
-    with atomic_path(path) as scratch:
-        figure.savefig(scratch, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_frontier(runs: dict[str, list[dict]], reference: dict, best_of_n: list[dict], path: Path) -> Path:
     """Ground-truth reward against KL to the reference: one line per DPO run (its checkpoints in order), the
     reference itself at KL 0, and best-of-n sampling from the reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    figure, axis = pyplot().subplots(figsize=(6.5, 4.2), constrained_layout=True)
     for label, points in runs.items():
         axis.errorbar([p["kl"] for p in points], [p["reward"] for p in points], xerr=[p["kl_stderr"] for p in points],
                       yerr=[p["reward_stderr"] for p in points], marker="o", capsize=2, label=label)  # fmt: skip
@@ -184,10 +171,7 @@ def plot_frontier(runs: dict[str, list[dict]], reference: dict, best_of_n: list[
     axis.set(xlabel="KL(policy ‖ reference), nats", ylabel="ground-truth reward of samples (T = 1)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    with atomic_path(path) as scratch:
-        figure.savefig(scratch, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def _write_report_section(path: Path, results: dict, comparison) -> None:

@@ -84,13 +84,17 @@ def crosscheck(args) -> None:
         recipe = args.recipe or config.get("dataset_recipe")
         split = args.split or config.get("dataset_test_split")
         settings = [runner.setting_from_config(config)]
-    results = runner.crosscheck(
-        args.loss_type, args.policy, model or embedded.TINY_SFT, dataset or embedded.WORLD,
-        recipe or "ultrafeedback_binarized", split or "test_prefs", args.pairs, settings, args.dtype,
-    )  # fmt: skip
+    data = dict(
+        model=model or embedded.TINY_SFT,
+        dataset=dataset or embedded.WORLD,
+        recipe=recipe or "ultrafeedback_binarized",
+        split=split or "test_prefs",
+    )
+    results = runner.crosscheck(args.loss_type, args.policy, n_pairs=args.pairs, settings=settings, dtype=args.dtype,
+                                **data)  # fmt: skip
     extra = [] if args.skip_training_checks else [
-        runner.check_precomputed_reference(args.policy, model=model or embedded.TINY_SFT),
-        runner.check_gradient_accumulation(args.policy, model=model or embedded.TINY_SFT),
+        runner.check_precomputed_reference(args.policy, args.pairs, **data),
+        runner.check_gradient_accumulation(args.policy, args.pairs, **data),
     ]  # fmt: skip
     print(runner.render(results))
     for row in extra:

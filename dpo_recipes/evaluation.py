@@ -1,7 +1,8 @@
 """What DPO did, measured: the policy against its reference on held-out prompts, judged by a reward.
 
 The win rate follows the DPO paper's protocol in miniature: both models answer the same held-out prompts
-(greedy decoding here), a judge scores both answers, a win counts 1 and a tie ½.
+(greedily, or sampled at a temperature), a judge scores both answers, a win counts 1 and a tie ½. The KL to
+the reference is estimated from the policy's own samples.
 """
 
 from __future__ import annotations

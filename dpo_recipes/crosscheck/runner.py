@@ -92,6 +92,12 @@ def fixed_batch(trainer, n_pairs: int) -> dict:
     return {key: value.to(trainer.accelerator.device) for key, value in trainer.data_collator(rows).items()}
 
 
+def preference_pairs(dataset: str, recipe: str, split: str, n_pairs: int):
+    """The first ``n_pairs`` kept pairs of a split (4× as many raw rows are read, to allow for drops)."""
+    data = load_preference_splits(dataset, recipe, {"batch": split}, max_rows={"batch": 4 * n_pairs})["batch"]
+    return data.dataset.select(range(min(n_pairs, len(data.dataset))))
+
+
 def setting_from_config(config: dict) -> Setting:
     """The loss setting of a recipe YAML (the DPOConfig keys that change the loss); other keys are ignored."""
     keys = {name for name in Setting.__dataclass_fields__} & config.keys()
@@ -113,8 +119,7 @@ def crosscheck(
     dtype: str = "float32",
 ) -> list[Result]:
     """Verify every requested setting on one fixed batch of ``dataset``; returns one Result per setting."""
-    data = load_preference_splits(dataset, recipe, {"batch": split}, max_rows={"batch": 4 * n_pairs})["batch"]
-    pairs = data.dataset.select(range(min(n_pairs, len(data.dataset))))
+    pairs = preference_pairs(dataset, recipe, split, n_pairs)
     results = []
     with tempfile.TemporaryDirectory() as output_dir:
         for setting in settings or settings_for(list(loss_types)):
@@ -123,9 +128,16 @@ def crosscheck(
     return results
 
 
-def check_precomputed_reference(policy: str = "lora", n_pairs: int = 8, model: str = embedded.TINY_SFT) -> Row:
+def check_precomputed_reference(
+    policy: str = "lora",
+    n_pairs: int = 8,
+    model: str = embedded.TINY_SFT,
+    dataset: str = embedded.WORLD,
+    recipe: str = "ultrafeedback_binarized",
+    split: str = "test_prefs",
+) -> Row:
     """precompute_ref_log_probs=True (reference log-probs stored in the dataset) gives the on-the-fly loss."""
-    pairs = _toy_pairs(n_pairs)
+    pairs = preference_pairs(dataset, recipe, split, n_pairs)
     losses = {}
     with tempfile.TemporaryDirectory() as output_dir:
         for precompute in (False, True):
@@ -138,10 +150,17 @@ def check_precomputed_reference(policy: str = "lora", n_pairs: int = 8, model: s
     return Row("loss, precomputed ref", losses[True], losses[False], rtol, "ok" if ok else "MISMATCH")
 
 
-def check_gradient_accumulation(policy: str = "lora", n_pairs: int = 8, model: str = embedded.TINY_SFT) -> Row:
+def check_gradient_accumulation(
+    policy: str = "lora",
+    n_pairs: int = 8,
+    model: str = embedded.TINY_SFT,
+    dataset: str = embedded.WORLD,
+    recipe: str = "ultrafeedback_binarized",
+    split: str = "test_prefs",
+) -> Row:
     """One SGD step of TRL's own training loop: batch n × 1 step vs batch 1 × n accumulation steps. With SGD
     the update is lr × gradient, so equal updates mean equal accumulated gradients."""
-    pairs = _toy_pairs(n_pairs)
+    pairs = preference_pairs(dataset, recipe, split, n_pairs)
     updates = {}
     with tempfile.TemporaryDirectory() as output_dir:
         for batch_size, accumulation in ((n_pairs, 1), (1, n_pairs)):
@@ -162,13 +181,6 @@ def check_gradient_accumulation(policy: str = "lora", n_pairs: int = 8, model: s
     rel = float((accumulated - one_step).norm() / one_step.norm())
     tol = GRADIENT_TOLERANCE[torch.float32]
     return Row(f"update {n_pairs}x1 vs 1x{n_pairs}", rel, 0.0, tol, "ok" if rel <= tol else "MISMATCH", kind="gradient")
-
-
-def _toy_pairs(n_pairs: int):
-    data = load_preference_splits(
-        embedded.WORLD, "ultrafeedback_binarized", {"b": "test_prefs"}, max_rows={"b": 4 * n_pairs}
-    )
-    return data["b"].dataset.select(range(n_pairs))
 
 
 def render(results: list[Result]) -> str:

@@ -1,4 +1,13 @@
-"""The ``dpo-recipes`` command (also ``python -m dpo_recipes``)."""
+"""The ``dpo-recipes`` command (also ``python -m dpo_recipes``): train, inspect data, cross-check, evaluate, merge.
+
+    dpo-recipes train --config recipes/zephyr_style/tiny.yaml     # DPO on the offline tiny preset
+    dpo-recipes data doctor ultrafeedback_binarized --max-rows 500  # what a dataset really gives DPO
+    dpo-recipes crosscheck --config recipes/zephyr_style/tiny.yaml  # TRL's numbers vs the papers' equations
+    dpo-recipes evaluate outputs/zephyr-tiny                        # win rate vs temperature, KL, implicit reward
+    dpo-recipes merge outputs/zephyr-tiny outputs/zephyr-tiny-merged  # standalone safetensors model
+
+Each subcommand's --help lists its options.
+"""
 
 from __future__ import annotations
 
@@ -127,6 +136,24 @@ def evaluate(args) -> None:
     print(f"Written: {args.run_dir}/evaluation.json, win_rate_vs_temperature.png, report.md")
 
 
+def train(argv: list[str]) -> None:
+    """``dpo-recipes train ...``: the Zephyr-style recipe's own TrlParser (every DPOConfig, ModelConfig and
+    recipe option, YAML via --config), so the command and ``recipes/zephyr_style.py`` accept the same flags."""
+    from dpo_recipes.train import main as run_training
+    from dpo_recipes.train import make_parser as training_parser
+
+    logging.getLogger().setLevel(logging.INFO)
+    run_training(*training_parser(prog="dpo-recipes train").parse_args_and_config(argv))
+
+
+def merge(args) -> None:
+    from dpo_recipes.merging import merge_adapter
+
+    logging.getLogger().setLevel(logging.INFO)
+    result = merge_adapter(args.run_dir, args.output_dir, args.base_model, args.dtype, args.overwrite)
+    print(f"Wrote {result['output_dir']}: the adapter of {args.run_dir} {result['how']}.")
+
+
 def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name_or_path", help="a recipe name (reads its hub dataset), or a hub id / path with --recipe")
     parser.add_argument("--recipe", help="the dataset recipe to read NAME_OR_PATH with (see `data list`)")
@@ -138,8 +165,15 @@ def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dpo-recipes", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="dpo-recipes", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "train",
+        add_help=False,  # `dpo-recipes train --help` is the training parser's own, listing every option
+        help="train a DPO policy: a recipe YAML (--config) and/or flags; `dpo-recipes train --help` lists all",
+    )
     data = commands.add_parser("data", help="dataset recipes: list, preview, doctor").add_subparsers(
         dest="data_command", required=True
     )
@@ -198,13 +232,31 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--split", help="its held-out split (default: the run's test split)")
     run.add_argument("--max-pairs", type=int, help="read only the first N raw held-out rows")
     run.set_defaults(func=evaluate)
+
+    fuse = commands.add_parser(
+        "merge",
+        help="merge a run's LoRA/QLoRA adapter into its base and save a standalone model (safetensors)",
+        description="Merge the adapter of RUN_DIR into its base model with peft and save the result with its "
+        "tokenizer. A QLoRA adapter is merged into a de-quantized copy of the 4-bit base it was trained on.",
+    )
+    fuse.add_argument("run_dir", help="a run's output directory (or any peft adapter directory)")
+    fuse.add_argument("output_dir", help="where the merged model goes (written whole, then moved into place)")
+    fuse.add_argument("--base-model", help="the base model (default: the run's model in metrics.json, else the "
+                      "adapter config's base_model_name_or_path)")  # fmt: skip
+    fuse.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                      help="dtype of the merged weights")  # fmt: skip
+    fuse.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists")
+    fuse.set_defaults(func=merge)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["train"]:
+            return train(argv[1:])
+        args = make_parser().parse_args(argv)
         args.func(args)
     except (RecipeError, KeyError, ValueError) as error:  # bad input: say what and where, without a traceback
         raise SystemExit(f"dpo-recipes: error: {error}") from error

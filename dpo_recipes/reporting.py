@@ -127,5 +127,6 @@ def summary_paragraph(metrics: dict, output_dir: str) -> str:
         f"steps in {metrics['wall_time_s']['train']:.0f} s. On held-out pairs its implicit reward ranks the chosen "
         f"answer above the rejected one {after.get('eval_rewards/accuracies', float('nan')):.1%} of the time "
         f"(mean margin {after.get('eval_rewards/margins', float('nan')):.3f}); the policy {win_text}. "
-        f"Adapter, logs, metrics.json, training_curves.png and report.md are in {output_dir}."
+        f"Adapter, logs, metrics.json, training_curves.png, report.md and the model card (README.md) are in "
+        f"{output_dir}."
     )

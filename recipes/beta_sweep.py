@@ -4,14 +4,14 @@ Trains one Zephyr-style run per β (checkpoints along the way), then measures ev
 temperature 1 (ground-truth reward and KL to the reference) and each final policy's win rate at several
 temperatures. The reference and best-of-n sampling from it are the non-DPO comparison on the same plot.
 
-    python recipes/beta_sweep.py --config recipes/zephyr_style/tiny.yaml --betas 0.01,0.05,0.1,0.5
+    python recipes/beta_sweep.py                      # tiny preset, β = 0.1, 0.3, 1, 3, learning rate 2e-4
+    python recipes/beta_sweep.py --betas 0.05,0.5 -- --num_train_epochs 2   # flags after -- go to every run
 
 Writes, in --output_dir: one run directory per β, frontier.png, win_rate_vs_temperature.png, sweep.json and
 report.md.
 """
 
 import argparse
-import importlib.util
 import json
 import logging
 import math
@@ -32,16 +32,19 @@ from dpo_recipes.run_eval import (
     plot_frontier,
     plot_win_rate_vs_temperature,
 )
-
-_spec = importlib.util.spec_from_file_location("zephyr_style", Path(__file__).with_name("zephyr_style.py"))
-zephyr_style = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(zephyr_style)
+from dpo_recipes.train import load_splits, make_parser
+from dpo_recipes.train import main as train_run
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="recipes/zephyr_style/tiny.yaml", help="the recipe preset each run uses")
-    parser.add_argument("--betas", default="0.01,0.05,0.1,0.5", help="comma-separated β values, one run each")
+    parser.add_argument("--betas", default="0.1,0.3,1,3", help="comma-separated β values, one run each")
+    parser.add_argument(
+        "--learning_rate", type=float, default=2e-4,
+        help="learning rate of every run: 10x below the tiny preset's, so that within one epoch no run reaches "
+        "the KL where its samples collapse and the frontier shows how β trades reward for KL",
+    )  # fmt: skip
     parser.add_argument("--output_dir", default="outputs/beta-sweep", help="where runs, plots and report go")
     parser.add_argument("--checkpoints", type=int, default=4, help="frontier points per run (evenly spaced)")
     parser.add_argument("--n_prompts", type=int, default=100, help="held-out prompts per measurement")
@@ -54,17 +57,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def train(config: str, beta: float, output_dir: Path, checkpoints: int, extra: list[str]) -> dict:
-    parser = zephyr_style.make_parser()
+    parser = make_parser()
     script_args, training_args, _ = parser.parse_args_and_config(["--config", config, *extra])
     steps = training_args.max_steps
     if steps <= 0:  # the real optimizer steps of the run, so checkpoints are spread over all of it
-        pairs = len(zephyr_style.load_splits(script_args, training_args.seed)["train"].dataset)
+        pairs = len(load_splits(script_args, training_args.seed)["train"].dataset)
         per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
         steps = math.ceil(pairs / per_step) * math.ceil(training_args.num_train_epochs)
     saving = ["--save_strategy", "steps", "--save_steps", str(max(1, steps // checkpoints)),
               "--save_total_limit", str(checkpoints + 2)]  # fmt: skip
-    args = ["--config", config, "--beta", str(beta), "--output_dir", str(output_dir), *saving, *extra]
-    return zephyr_style.main(*parser.parse_args_and_config(args))
+    args = ["--config", config, "--beta", str(beta), "--output_dir", str(output_dir), "--crosscheck", "false",
+            *saving, *extra]  # fmt: skip
+    return train_run(*parser.parse_args_and_config(args))
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -74,9 +78,8 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 def main(args: argparse.Namespace) -> dict:
     started, out = time.time(), Path(args.output_dir)
     betas = [float(b) for b in args.betas.split(",")]
-    runs = {
-        beta: train(args.config, beta, out / f"beta-{beta:g}", args.checkpoints, args.recipe_flags) for beta in betas
-    }
+    flags = ["--learning_rate", str(args.learning_rate), *args.recipe_flags]  # later flags win
+    runs = {beta: train(args.config, beta, out / f"beta-{beta:g}", args.checkpoints, flags) for beta in betas}
     info = next(iter(runs.values()))["run"]
     tokenizer = AutoTokenizer.from_pretrained(embedded.resolve(info["model"]))
     test = load_preference_splits(info["dataset"], info["dataset_recipe"], {"test": info["test_split"]})["test"]

@@ -5,10 +5,11 @@ import torch
 
 from .conftest import REPO, load_recipe_module
 
-PRESETS = sorted((REPO / "recipes").glob("**/*.yaml"))
 PRESETS_DIR = "recipes/zephyr_style"
-# transformers refuses bf16 at parse time on a machine without bf16 hardware; every other key is still checked
-CPU_ONLY = [] if torch.cuda.is_available() else ["--bf16", "false"]
+PRESETS = sorted((REPO / PRESETS_DIR).glob("*.yaml"))
+ACCELERATE_CONFIGS = sorted((REPO / "recipes" / "accelerate_configs").glob("*.yaml"))
+# transformers refuses bf16/fp16 at parse time on a machine without a GPU; every other key is still checked
+CPU_ONLY = [] if torch.cuda.is_available() else ["--bf16", "false", "--fp16", "false"]
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +54,18 @@ def test_command_line_flags_override_the_yaml(recipe):
     args = ["--config", str(REPO / PRESETS_DIR / "tiny.yaml"), "--beta", "0.5", "--judge", "toy-world"]
     script_args, training_args, _ = recipe.make_parser().parse_args_and_config(args)
     assert training_args.beta == 0.5 and script_args.judge == "toy-world"
+
+
+@pytest.mark.parametrize("config", ACCELERATE_CONFIGS, ids=lambda p: p.name)
+def test_accelerate_config_is_valid_for_accelerate(config):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    cluster = ClusterConfig.from_yaml_file(config)  # unknown keys are an error here
+    expected = {
+        "single_gpu.yaml": ("NO", 1), "multi_gpu.yaml": ("MULTI_GPU", 8), "deepspeed_zero2.yaml": ("DEEPSPEED", 8),
+        "deepspeed_zero3.yaml": ("DEEPSPEED", 8), "fsdp.yaml": ("FSDP", 8),
+    }[config.name]  # fmt: skip
+    assert (cluster.distributed_type.value, cluster.num_processes) == expected
+    if cluster.deepspeed_config:
+        assert cluster.deepspeed_config["zero_stage"] == (3 if "zero3" in config.name else 2)
+    assert "recipes/zephyr_style.py" in config.read_text()  # each documents its launch line

@@ -223,3 +223,36 @@ def to_json(results: list[Result], extra_checks: list[Row] = ()) -> str:
         },
         indent=2,
     )
+
+
+def crosscheck_in_subprocess(setting: Setting, policy: str, json_path: str, n_pairs: int = 4) -> dict:
+    """The verdict for one loss setting on the embedded model and world, checked in a fresh CPU process.
+
+    A separate process keeps the check away from the calling run's accelerator state and GPU; the loss
+    equations do not depend on the model, so the embedded one is enough to verify TRL's formula.
+    """
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(setting).items()}, handle)
+    command = [
+        sys.executable, "-m", "dpo_recipes", "crosscheck", "--config", handle.name, "--policy", policy,
+        "--model", embedded.TINY_SFT, "--dataset", embedded.WORLD, "--recipe", "ultrafeedback_binarized",
+        "--split", "test_prefs", "--pairs", str(n_pairs), "--skip-training-checks", "--json", json_path,
+    ]  # fmt: skip
+    if os.path.exists(json_path):
+        os.unlink(json_path)  # never report a previous run's verdict
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    finally:
+        os.unlink(handle.name)
+    if not os.path.exists(json_path):
+        return {"skipped": f"the cross-check could not run: {done.stderr.strip().splitlines()[-1:]}"}
+    with open(json_path) as results:
+        verdict = json.load(results)
+    verdict["where"] = f"the embedded {embedded.TINY_SFT} model, {n_pairs} pairs of {embedded.WORLD}, CPU float32"
+    return verdict

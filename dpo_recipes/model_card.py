@@ -1,0 +1,194 @@
+"""The model card (README.md) every run writes beside its adapter or model.
+
+Hub-style YAML front matter (base_model, library_name, datasets, tags) so the directory can be pushed as is,
+then what a user needs to trust or reject the weights: what was trained on what, every hyperparameter that
+differs from the TRL/transformers defaults (and the full set, folded), the cross-check verdict for the run's
+loss settings, the evaluation figures, intended use and limitations. Secrets never reach the card:
+``TrainingArguments.to_dict`` already masks every ``*_token`` value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from dpo_recipes.files import atomic_write_text
+
+
+def policy_kind(model_args) -> str:
+    """'qlora', 'lora' or 'full': what the run trained."""
+    if model_args.use_peft:
+        return "qlora" if model_args.load_in_4bit or model_args.load_in_8bit else "lora"
+    return "full"
+
+
+# Precision and device fields are validated against the hardware on construction (TRL's bf16 default fails on
+# a CPU), so the default instance takes the run's values and these fields are compared with their declared
+# defaults instead.
+_HARDWARE_FIELDS = ("bf16", "fp16", "use_cpu")
+
+
+def changed_hyperparameters(*configs) -> dict[str, object]:
+    """Every field of the given dataclass configs whose value differs from a default-constructed instance's
+    (compared after each class's own normalization, so only what the user or recipe really set shows)."""
+    changed = {}
+    for config in configs:
+        fields = {field.name: field for field in dataclasses.fields(config)}
+        pinned = {name: getattr(config, name) for name in _HARDWARE_FIELDS if name in fields}
+        values, defaults = _as_dict(config), _as_dict(type(config)(**pinned))
+        defaults.update({name: fields[name].default for name in pinned})
+        changed.update({name: value for name, value in values.items() if defaults.get(name) != value})
+    return changed
+
+
+def _as_dict(config) -> dict:
+    """A config as plain values; TrainingArguments' own ``to_dict`` masks secrets (hub tokens)."""
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def _value(value) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False) if not isinstance(value, str) else value
+
+
+def crosscheck_section(crosscheck: dict | None) -> list[str]:
+    if crosscheck is None or "results" not in crosscheck:
+        reason = (crosscheck or {}).get("skipped", "not run")
+        return [f"Not verified in this run ({reason}). Verify with `dpo-recipes crosscheck --config <your YAML>`."]
+    lines = [
+        "TRL's loss, log-probs, rewards, metrics and gradients for this run's loss settings were recomputed "
+        "from the papers' equations by `dpo_recipes.crosscheck`, independently of TRL, on a fixed batch "
+        f"({crosscheck['where']}):",
+        "",
+    ]
+    for result in crosscheck["results"]:
+        verdict = "**PASS**" if result["passed"] else "**FAIL**"
+        checked = sum(row["verdict"] != "MISMATCH" for row in result["rows"])
+        lines.append(f"- {verdict} `{result['setting']}` [{result['policy']}, {result['dtype']}]: "
+                     f"{checked}/{len(result['rows'])} quantities within tolerance")  # fmt: skip
+        for name in result["departures"]:
+            lines.append(f"  - known departure `{name}`: {crosscheck['departures'][name]}")
+    return lines
+
+
+def _evaluation(metrics: dict) -> list[str]:
+    before, after, win = metrics["eval_before"], metrics["eval_after"], metrics["win_rate"]
+    lines = ["| held-out metric (TRL eval) | before | after |", "|---|---|---|"]
+    for key in ("rewards/accuracies", "rewards/margins", "loss"):
+        lines.append(f"| {key} | {before.get('eval_' + key, float('nan')):.3f} | "
+                     f"{after.get('eval_' + key, float('nan')):.3f} |")  # fmt: skip
+    lines.append("")
+    if "win_rate" in win:
+        lines.append(
+            f"Win rate against the reference: **{win['win_rate']:.3f}** ({win['wins']} wins, {win['ties']} ties, "
+            f"{win['losses']} losses on {win['n']} held-out prompts, greedy, judge `{win['judge']}`); mean answer "
+            f"length {win['mean_length_policy']:.1f} vs {win['mean_length_reference']:.1f} characters."
+        )
+    else:
+        lines.append(f"Win rate against the reference: not measured ({win['skipped']}).")
+    return lines
+
+
+def render(metrics: dict, script_args, training_args, model_args, crosscheck: dict | None) -> str:
+    run, kind = metrics["run"], policy_kind(model_args)
+    front = {
+        "base_model": model_args.model_name_or_path,
+        "library_name": "peft" if model_args.use_peft else "transformers",
+        "datasets": [run["dataset"]] if run["dataset"] != "mixture" else [
+            part["dataset"] for part in script_args.dataset_mixture],
+        "tags": ["dpo", "trl", "dpo-recipes", kind],
+    }  # fmt: skip
+    reference = (
+        "the base model with the adapter disabled (one set of weights)" if model_args.use_peft
+        else "a frozen copy of the starting model"
+    )  # fmt: skip
+    method = {
+        "qlora": f"a LoRA adapter (r={model_args.lora_r}, α={model_args.lora_alpha}) on the 4-bit "
+                 f"{model_args.bnb_4bit_quant_type.upper()}-quantized base (QLoRA)",
+        "lora": f"a LoRA adapter (r={model_args.lora_r}, α={model_args.lora_alpha})",
+        "full": "every weight (full fine-tune)",
+    }[kind]  # fmt: skip
+    changed = changed_hyperparameters(script_args, model_args, training_args)
+    full = {type(c).__name__: _as_dict(c) for c in (script_args, model_args, training_args)}
+    load = (
+        "from peft import AutoPeftModelForCausalLM\n"
+        f'model = AutoPeftModelForCausalLM.from_pretrained("{training_args.output_dir}")'
+        if model_args.use_peft
+        else f'from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained("'
+        f'{training_args.output_dir}")'
+    )
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip(),
+        "---",
+        "",
+        f"# {Path(training_args.output_dir).name}: {model_args.model_name_or_path} trained with DPO",
+        "",
+        f"Direct Preference Optimization (loss {' + '.join(run['loss_type'])}, β = {run['beta']}) of "
+        f"`{model_args.model_name_or_path}` with TRL's DPOTrainer, training {method}. The reference policy is "
+        f"{reference}. Built with dpo-recipes.",
+        "",
+        "## Data",
+        "",
+        f"Dataset `{run['dataset']}` through the `{run['dataset_recipe']}` recipe "
+        f"({script_args.dataset_format} format): {metrics['data']['train']}; {metrics['data']['test']}.",
+        "",
+        "## Hyperparameters",
+        "",
+        "Every value that differs from the defaults of TRL 1.16's DPOConfig/ModelConfig and this project's "
+        "RecipeArguments (all values are in the folded list below):",
+        "",
+        "| hyperparameter | value |",
+        "|---|---|",
+        *[f"| {name} | `{_value(value)}` |" for name, value in sorted(changed.items())],
+        "",
+        "<details><summary>All hyperparameters</summary>",
+        "",
+        "```yaml",
+        yaml.safe_dump(json.loads(json.dumps(full, default=str)), sort_keys=True, allow_unicode=True).strip(),
+        "```",
+        "",
+        "</details>",
+        "",
+        "## Cross-check verdict",
+        "",
+        *crosscheck_section(crosscheck),
+        "",
+        "## Evaluation",
+        "",
+        *_evaluation(metrics),
+        "",
+        f"Trained {metrics['train']['global_step']} optimizer steps in {metrics['wall_time_s']['train']:.0f} s. "
+        "Details: report.md, metrics.json, training_curves.png.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        load,
+        "```",
+        "",
+        "`dpo-recipes merge` writes a standalone model (adapter merged into the base, safetensors).",
+        "",
+        "## Intended use and limitations",
+        "",
+        "- For research on preference optimization and as a starting point for further tuning. It is not a "
+        "safety-tuned assistant: it inherits the base model's knowledge, biases and failure modes, and DPO "
+        "moves it only toward the preferences in the data above.",
+        "- The implicit reward is measured on held-out pairs of the same distribution; it says nothing about "
+        "other tasks. A win rate is only as good as its judge.",
+        "- DPO often lengthens answers (compare the mean lengths above) and can over-optimize at high KL from "
+        "the reference; check samples before use.",
+    ]
+    if run["model"].startswith("dpo-recipes/"):
+        lines.append("- This run used the embedded offline default: a ~1M-parameter model and a synthetic "
+                     "preference world. It demonstrates the pipeline; it is not a useful language model.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(output_dir: str | os.PathLike, *args, **kwargs) -> Path:
+    return atomic_write_text(Path(output_dir) / "README.md", render(*args, **kwargs))

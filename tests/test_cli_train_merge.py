@@ -1,0 +1,150 @@
+"""`dpo-recipes train` and `merge`: one console script, the model card, TensorBoard, standalone merged models."""
+
+import argparse
+import json
+
+import pytest
+import torch
+import yaml
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+from trl import DPOConfig, ModelConfig
+
+from dpo_recipes import cli, embedded
+from dpo_recipes.model_card import changed_hyperparameters
+from dpo_recipes.train import RecipeArguments
+
+from .conftest import REPO
+
+TINY = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
+QUICK = [
+    "--max_steps", "4", "--max_train_samples", "64", "--max_eval_samples", "16", "--logging_steps", "1",
+    "--eval_strategy", "no", "--save_strategy", "no", "--win_rate_prompts", "4", "--max_new_tokens", "12",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_sft_path):
+    run = tmp_path_factory.mktemp("lora-run")
+    cli.main(["train", "--config", TINY, "--output_dir", str(run), "--report_to", "tensorboard", *QUICK])
+    return run
+
+
+@pytest.fixture(scope="module")
+def qlora_run(tmp_path_factory, tiny_sft_path):
+    run = tmp_path_factory.mktemp("qlora-run")
+    cli.main(["train", "--config", TINY, "--output_dir", str(run), "--load_in_4bit", "true", "--lora_r", "8",
+              "--judge", "", "--crosscheck", "false", *QUICK])  # fmt: skip
+    return run
+
+
+def _front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+@pytest.mark.slow
+def test_train_writes_a_model_card_with_the_crosscheck_verdict(lora_run):
+    card = (lora_run / "README.md").read_text()
+    assert _front_matter(card) == {
+        "base_model": embedded.TINY_SFT, "library_name": "peft", "datasets": [embedded.WORLD],
+        "tags": ["dpo", "trl", "dpo-recipes", "lora"],
+    }  # fmt: skip
+    assert "| beta | `0.3` |" in card and "| max_steps | `4` |" in card  # changed hyperparameters
+    assert "| per_device_train_batch_size | `16` |" in card and "| seed |" not in card  # 42 is the default
+    assert "**PASS** `sigmoid beta=0.3` [lora, float32" in card
+    verdict = json.loads((lora_run / "crosscheck.json").read_text())
+    assert [result["passed"] for result in verdict["results"]] == [True]
+    metrics = json.loads((lora_run / "metrics.json").read_text())
+    assert f"**{metrics['win_rate']['win_rate']:.3f}**" in card
+    assert "## Intended use and limitations" in card and "not a useful language model" in card
+
+
+@pytest.mark.slow
+def test_tensorboard_events_go_to_a_named_run_folder(lora_run):
+    folders = list((lora_run / "runs").iterdir())
+    assert [folder.name for folder in folders] == ["tiny-zephyr-sft-toy-world-sigmoid-beta0.3-lora"]
+    assert list(folders[0].glob("events.out.tfevents.*"))
+
+
+def test_model_card_lists_only_changed_values_and_no_secrets():
+    changed = changed_hyperparameters(
+        RecipeArguments(), ModelConfig(use_peft=True),
+        DPOConfig(output_dir="out", beta=0.2, bf16=False, use_cpu=True, hub_token="hf_SECRETSECRET"),
+    )  # fmt: skip
+    assert changed["beta"] == 0.2 and changed["use_peft"] is True and changed["bf16"] is False
+    assert "learning_rate" not in changed and "dataset_recipe" not in changed
+    assert "hf_SECRETSECRET" not in json.dumps(changed, default=str)
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+@pytest.mark.slow
+def test_merge_gives_a_standalone_model_equal_to_base_plus_adapter(lora_run, tmp_path, capsys):
+    cli.main(["merge", str(lora_run), str(tmp_path / "merged")])
+    assert "merged into the base weights in float32" in capsys.readouterr().out
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    base = AutoModelForCausalLM.from_pretrained(embedded.resolve(embedded.TINY_SFT))
+    policy = PeftModel.from_pretrained(base, lora_run).eval()
+    ids = torch.randint(3, 500, (2, 24), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_logits(merged, ids), _logits(policy, ids), rtol=1e-4, atol=1e-4)
+    original = AutoModelForCausalLM.from_pretrained(embedded.resolve(embedded.TINY_SFT))
+    assert not torch.allclose(_logits(merged, ids), _logits(original, ids), atol=1e-4)  # the adapter is in
+
+    with pytest.raises(SystemExit, match="already exists"):
+        cli.main(["merge", str(lora_run), str(tmp_path / "merged")])
+
+
+@pytest.mark.slow
+def test_merge_of_a_qlora_run_uses_the_dequantized_4bit_base(qlora_run, tmp_path, capsys):
+    cli.main(["merge", str(qlora_run), str(tmp_path / "merged")])
+    assert "de-quantized copy" in capsys.readouterr().out
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    quantization = json.loads((qlora_run / "metrics.json").read_text())["run"]["quantization"]
+    from transformers import BitsAndBytesConfig
+
+    base = AutoModelForCausalLM.from_pretrained(
+        embedded.resolve(embedded.TINY_SFT), quantization_config=BitsAndBytesConfig.from_dict(quantization)
+    )
+    policy = PeftModel.from_pretrained(base, qlora_run).eval()  # what was trained: 4-bit base + adapter
+    ids = torch.randint(3, 500, (2, 24), generator=torch.Generator().manual_seed(0))
+    expected = _logits(policy, ids).float()
+    dequantized_error = (_logits(merged, ids) - expected).abs().max()
+    original = AutoModelForCausalLM.from_pretrained(embedded.resolve(embedded.TINY_SFT))
+    into_original = PeftModel.from_pretrained(original, qlora_run).merge_and_unload().eval()
+    original_error = (_logits(into_original, ids) - expected).abs().max()
+    assert dequantized_error < 1e-3 and original_error > 10 * dequantized_error  # why the base is de-quantized
+
+
+def _actions(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _actions(sub)
+        elif not isinstance(action, argparse._HelpAction):
+            yield parser.prog, action
+
+
+def test_every_cli_option_has_help(capsys):
+    undocumented = [f"{prog} {action.dest}" for prog, action in _actions(cli.make_parser()) if not action.help]
+    assert undocumented == []
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("train", "data", "crosscheck", "evaluate", "merge"))
+
+
+def test_train_help_is_the_recipe_parser(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: dpo-recipes train")
+    for option in ("--dataset_recipe", "--beta", "--load_in_4bit", "--crosscheck", "--report_to", "--config"):
+        assert option in out

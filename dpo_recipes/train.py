@@ -190,5 +190,11 @@ def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mod
     return metrics
 
 
+DESCRIPTION = """Train a DPO policy with TRL from a raw preference dataset (see `dpo-recipes data list`).
+--config PATH loads a recipe YAML (e.g. recipes/zephyr_style/tiny.yaml); every YAML key is also a flag below,
+and flags given here override the YAML. The options are this project's (dataset recipe, judge, cross-check),
+then TRL's DPOConfig (training and loss) and ModelConfig (model, LoRA, 4-bit)."""
+
+
 def make_parser(**kwargs) -> TrlParser:
-    return TrlParser((RecipeArguments, DPOConfig, ModelConfig), **kwargs)
+    return TrlParser((RecipeArguments, DPOConfig, ModelConfig), description=DESCRIPTION, **kwargs)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 from peft import PeftModel
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from trl import DPOConfig, ModelConfig
 
 from dpo_recipes import cli, embedded
@@ -105,20 +105,24 @@ def test_merge_of_a_qlora_run_uses_the_dequantized_4bit_base(qlora_run, tmp_path
     cli.main(["merge", str(qlora_run), str(tmp_path / "merged")])
     assert "de-quantized copy" in capsys.readouterr().out
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
-    quantization = json.loads((qlora_run / "metrics.json").read_text())["run"]["quantization"]
-    from transformers import BitsAndBytesConfig
-
-    base = AutoModelForCausalLM.from_pretrained(
-        embedded.resolve(embedded.TINY_SFT), quantization_config=BitsAndBytesConfig.from_dict(quantization)
-    )
-    policy = PeftModel.from_pretrained(base, qlora_run).eval()  # what was trained: 4-bit base + adapter
+    run = json.loads((qlora_run / "metrics.json").read_text())["run"]
+    quantization = BitsAndBytesConfig.from_dict(run["quantization"])
+    path = embedded.resolve(embedded.TINY_SFT)
     ids = torch.randint(3, 500, (2, 24), generator=torch.Generator().manual_seed(0))
-    expected = _logits(policy, ids).float()
-    dequantized_error = (_logits(merged, ids) - expected).abs().max()
-    original = AutoModelForCausalLM.from_pretrained(embedded.resolve(embedded.TINY_SFT))
-    into_original = PeftModel.from_pretrained(original, qlora_run).merge_and_unload().eval()
-    original_error = (_logits(into_original, ids) - expected).abs().max()
-    assert dequantized_error < 1e-3 and original_error > 10 * dequantized_error  # why the base is de-quantized
+
+    dequantized = AutoModelForCausalLM.from_pretrained(path, quantization_config=quantization).dequantize()
+    unmerged = PeftModel.from_pretrained(dequantized, qlora_run).eval()
+    torch.testing.assert_close(_logits(merged, ids), _logits(unmerged, ids), rtol=1e-4, atol=1e-4)  # exact merge
+
+    # Against the trained policy itself (4-bit base + adapter) the merged model is off only by the bitsandbytes
+    # CPU kernel's reduced-precision matmul (measured 0.07 in logits); merging into the original full-precision
+    # weights would be off by the quantization error too (measured 0.94).
+    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, quantization_config=quantization),
+                                        qlora_run).eval()  # fmt: skip
+    into_original = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path), qlora_run).merge_and_unload()
+    merged_error = (_logits(merged, ids) - _logits(trained, ids)).abs().max()
+    original_error = (_logits(into_original, ids) - _logits(trained, ids)).abs().max()
+    assert merged_error < original_error / 5
 
 
 def _actions(parser: argparse.ArgumentParser):

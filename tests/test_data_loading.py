@@ -23,14 +23,14 @@ def test_non_utf8_line_is_named_or_skipped_and_counted(tmp_path):
         load_preference_splits(str(path), "truthy_dpo", {"t": "train"})
     prepared = load_preference_splits(str(path), "truthy_dpo", {"t": "train"}, on_bad_row="skip")["t"]
     assert prepared.rows_read == 3 and prepared.rows_kept == 1
-    assert dict(prepared.dropped) == {"not valid UTF-8": 1, "bad chosen: is empty": 1}
+    assert dict(prepared.dropped) == {"not valid UTF-8": 1, "bad chosen: is empty or whitespace-only": 1}
 
 
 def test_unknown_file_type_and_missing_dataset_are_clear_errors(tmp_path):
     (tmp_path / "data.txt").write_text("hello")
     with pytest.raises(ValueError, match="unsupported file type"):
         load_preference_splits(str(tmp_path / "data.txt"), "plain", {"t": "train"})
-    with pytest.raises(RecipeError, match=r"dataset '.*nowhere\[train\]': could not load it"):
+    with pytest.raises(RecipeError, match=r"dataset '.*nowhere\[train\]': could not load the local path"):
         load_preference_splits(str(tmp_path / "nowhere"), "plain", {"t": "train"})
 
 

@@ -39,21 +39,22 @@ def doctor_data(tmp_path):
 
 
 def _kept_replies():
-    return [(ROWS[i]["chosen"][1]["content"], ROWS[i]["rejected"][1]["content"]) for i in (0, 1, 2, 4, 6)]
+    return [(ROWS[i]["chosen"][1]["content"], ROWS[i]["rejected"][1]["content"]) for i in (0, 2, 4, 6)]
 
 
 def test_doctor_counts_without_a_tokenizer(doctor_data):
     report = diagnose(doctor_data, "ultrafeedback_binarized", "train")
-    assert (report.rows_read, report.rows_kept) == (7, 5)
+    assert (report.rows_read, report.rows_kept) == (7, 4)
     assert report.dropped == {
         "tied scores": 1,
+        "chosen == rejected (no preference)": 1,
         "bad rejected: expected a conversation ending on an assistant turn after at least one prompt turn": 1,
     }
     assert (report.identical_pairs, report.duplicate_pairs) == (1, 1)
     replies = _kept_replies()
     assert report.length_unit == "characters"
-    assert report.chosen_longer_share == pytest.approx(sum(len(c) > len(r) for c, r in replies) / 5)
-    assert report.mean_length_ratio == pytest.approx(sum(len(c) / len(r) for c, r in replies) / 5)
+    assert report.chosen_longer_share == pytest.approx(sum(len(c) > len(r) for c, r in replies) / 4)
+    assert report.mean_length_ratio == pytest.approx(sum(len(c) / len(r) for c, r in replies) / 4)
     assert report.tokens is None
 
 
@@ -70,7 +71,7 @@ def test_doctor_token_checks_with_the_tiny_tokenizer(doctor_data, tiny_tokenizer
     assert (tokens.truncated, tokens.completion_vanishes) == (1, 1)
     assert (tokens.double_eos, tokens.double_bos, tokens.prompt_not_prefix) == (1, 0, 0)
     text = report.render()
-    assert "completion vanishes 1 (20.0%; TRL drops these)" in text and "chosen == rejected: 1" in text
+    assert "completion vanishes 1 (25.0%; TRL drops these)" in text and "chosen == rejected: 1" in text
 
 
 def test_doctor_finds_prompts_that_are_not_token_prefixes_and_double_bos(tmp_path, tiny_tokenizer):
@@ -92,11 +93,12 @@ def test_cli_data_list_preview_and_doctor(doctor_data, capsys):
 
     cli(["data", "preview", doctor_data, "--recipe", "ultrafeedback_binarized", "-n", "2", "--format", "standard"])
     preview = capsys.readouterr().out
-    assert '"prompt": "Describe the red fox."' in preview and "read 2 rows, kept 2" in preview
+    assert '"prompt": "Describe the red fox."' in preview
+    assert "read 2 rows, kept 1, dropped 1 (1 chosen == rejected" in preview
 
     cli(["data", "doctor", doctor_data, "--recipe", "ultrafeedback_binarized", "--split", "train", "--json"])
     report = json.loads(capsys.readouterr().out)
-    assert (report["rows_read"], report["rows_kept"], report["duplicate_pairs"]) == (7, 5, 1)
+    assert (report["rows_read"], report["rows_kept"], report["duplicate_pairs"]) == (7, 4, 1)
 
 
 def test_cli_explains_a_path_without_a_recipe(doctor_data):

@@ -71,7 +71,7 @@ CASES = [
                 "Yes, easily.",
             ),
         ],
-        {"bad chosen: is empty": 1},
+        {"bad chosen: is empty or whitespace-only": 1},
         (2, "chosen"),
     ),
     (
@@ -85,7 +85,7 @@ CASES = [
             ),
             ([(U, "Translate 'merci' to English.")], "Thank you.", "Mercy."),
         ],
-        {"bad question: expected text, got NoneType": 1},
+        {"bad question: is missing (null)": 1},
         (2, "question"),
     ),
     (
@@ -175,7 +175,7 @@ CASES = [
             ),
             ([(U, "Is 17 prime?")], "Yes, 17 is prime.", "No."),
         ],
-        {"bad good: is empty": 1},
+        {"bad good: is empty or whitespace-only": 1},
         (2, "good"),
     ),
     (
@@ -283,6 +283,6 @@ def test_doctor_is_exact_on_every_fixture(recipe, options, rows, dropped, _):
     report = diagnose(str(FIXTURES / f"{recipe}.jsonl"), recipe, "train", **options)
     assert (report.rows_kept, report.dropped) == (len(rows), dropped)
     assert report.rows_read == len(rows) + sum(dropped.values())
-    assert report.identical_pairs == sum(chosen == rejected for _, chosen, rejected in rows)
+    assert report.identical_pairs == dropped.get("chosen == rejected (no preference)", 0)
     assert report.duplicate_pairs == len(rows) - len({repr(row) for row in rows})
     assert report.chosen_longer_share == pytest.approx(sum(len(c) > len(r) for _, c, r in rows) / len(rows))

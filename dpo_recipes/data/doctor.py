@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from dpo_recipes.data.loading import load_preference_splits
-from dpo_recipes.data.registry import get_recipe
+from dpo_recipes.data.registry import IDENTICAL, get_recipe
 from dpo_recipes.data.tokens import trl_token_ids
 
 
@@ -124,7 +124,7 @@ def diagnose(
         rows_read=prepared.rows_read,
         rows_kept=len(rows),
         dropped=dict(prepared.dropped),
-        identical_pairs=sum(_text(r["chosen"]) == _text(r["rejected"]) for r in rows),
+        identical_pairs=prepared.dropped.get(IDENTICAL, 0),  # dropped (and counted) by the recipe run
         duplicate_pairs=sum(count - 1 for count in Counter(keys).values()),
         chosen_longer_share=sum(c > r for c, r in lengths) / len(rows) if rows else 0.0,
         mean_length_ratio=sum(c / max(r, 1) for c, r in lengths) / len(rows) if rows else 0.0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -12,36 +14,95 @@ from dpo_recipes import embedded
 from dpo_recipes.data.registry import PreparedSplit, RecipeError, prepare
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
-def _undecodable_lines(path: Path) -> list[tuple[int, UnicodeDecodeError]]:
-    bad = []
+def _kind(value: object) -> str | None:
+    """The JSON kind of a value, as Arrow must type a column: None for null (which fits any column)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    return {str: "text", int: "number", float: "number", list: "list", dict: "object"}[type(value)]
+
+
+def _line_problems(path: Path) -> list[tuple[int, int, str, str]]:
+    """(row, line, reason, detail) for each line of a text file that cannot become a row: not UTF-8, and for JSONL
+    also not JSON (a truncated line), not a JSON object, or a field whose kind differs from earlier rows'
+    (Arrow cannot load a column of mixed kinds, and would fail on the whole file without saying where).
+    Rows are numbered as the loader numbers them: blank JSONL lines are not rows."""
+    problems, kinds, row = [], {}, -1
+    jsonl = path.suffix.lower() == ".jsonl"
     with path.open("rb") as handle:
-        for number, line in enumerate(handle):
+        for number, raw in enumerate(handle):
             try:
-                line.decode("utf-8")
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                bad.append((number, error))
-    return bad
+                row += 1
+                problems.append((row, number + 1, "not valid UTF-8", f"byte {error.start}: {error.reason}"))
+                continue
+            if not jsonl:
+                row += 1
+                continue
+            if not line.strip():
+                continue
+            row += 1
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                problems.append((row, number + 1, "not valid JSON", f"{error.msg} at column {error.colno}"))
+                continue
+            if not isinstance(record, dict):
+                problems.append((row, number + 1, "not a JSON object", f"a JSON {type(record).__name__}"))
+                continue
+            for key, value in record.items():
+                kind, seen = _kind(value), kinds.get(key)
+                if kind and seen and kind != seen:
+                    problems.append((row, number + 1, f"field {key!r} changes type", f"{kind}; earlier rows: {seen}"))
+                    break
+            else:
+                kinds.update({key: kinds.get(key) or _kind(value) for key, value in record.items()})
+    return problems
 
 
-def _utf8_checked(path: Path, label: str, on_bad_row: str, dropped: Counter) -> Path:
-    """A text file with every line valid UTF-8: ``path`` itself, or (skip) a copy without the bad lines."""
-    bad = _undecodable_lines(path)
-    if not bad:
+def _checked_file(path: Path, label: str, on_bad_row: str, dropped: Counter) -> Path:
+    """``path`` if every line can become a row; else an error naming the first bad row, or (skip) a copy
+    without the bad lines, each counted in ``dropped`` by reason."""
+    problems = _line_problems(path)
+    if not problems:
         return path
-    number, error = bad[0]
+    row, line, reason, detail = problems[0]
     if on_bad_row == "error":
         raise RecipeError(
-            f"dataset {label!r}, row {number} (line {number + 1} of {path}): not valid UTF-8 "
-            f"(byte {error.start}: {error.reason}); {len(bad)} such line(s); fix the file or use on_bad_row=skip"
+            f"dataset {label!r}, row {row} (line {line} of {path}): {reason} ({detail}); {len(problems)} bad "
+            "line(s) in the file; fix the file or use on_bad_row=skip"
         )
-    skip = {n for n, _ in bad}
-    clean = Path(tempfile.mkdtemp(prefix="dpo-recipes-utf8-")) / path.name
+    bad_rows = {problem[0] for problem in problems}
+    clean = Path(tempfile.mkdtemp(prefix="dpo-recipes-clean-")) / path.name
     with path.open("rb") as source, clean.open("wb") as target:
-        target.writelines(line for n, line in enumerate(source) if n not in skip)
-    dropped["not valid UTF-8"] += len(bad)
+        row = -1
+        for raw in source:
+            row += 0 if path.suffix.lower() == ".jsonl" and not raw.strip() else 1
+            if row not in bad_rows:
+                target.write(raw)
+    dropped.update(problem[2] for problem in problems)
     return clean
+
+
+def _load_failure(name_or_path: str, label: str, error: Exception) -> RecipeError:
+    """One clear message for a dataset that would not load; the library's exception stays as the cause."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "split" in message.lower() and "unknown" in message.lower():
+        return RecipeError(f"dataset {label!r}: no such split ({message})")
+    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).suffix in FILE_BUILDERS
+    if looks_local or Path(name_or_path).exists():
+        return RecipeError(f"dataset {label!r}: could not load the local path {name_or_path!r}: {message}")
+    offline = any(os.environ.get(flag) in ("1", "true", "TRUE", "True") for flag in OFFLINE_FLAGS)
+    where = "offline mode is on (" + ", ".join(OFFLINE_FLAGS) + ")" if offline else "the hub could not serve it"
+    return RecipeError(
+        f"dataset {label!r}: not a local file or directory, and {where}: {message}. Pass a local path, or run "
+        "online once so the hub's copy is cached."
+    )
 
 
 def load_raw(
@@ -54,8 +115,8 @@ def load_raw(
     dropped: Counter | None = None,
 ) -> Dataset | IterableDataset:
     """One raw split: a hub id or local directory through ``load_dataset``, or a single json/jsonl/csv/parquet
-    file (which then stands for whatever split is asked). Lines of text files that are not UTF-8 raise (or,
-    with on_bad_row=skip, are left out and counted in ``dropped``)."""
+    file (which then stands for whatever split is asked). Lines of text files that cannot become rows raise
+    (or, with on_bad_row=skip, are left out and counted in ``dropped``); see ``_line_problems``."""
     path = Path(embedded.resolve(name_or_path))
     label = f"{name_or_path}[{split}]"
     try:
@@ -64,13 +125,17 @@ def load_raw(
             if builder is None:
                 raise ValueError(f"dataset {name_or_path!r}: unsupported file type; use one of {sorted(FILE_BUILDERS)}")
             if builder != "parquet":
-                path = _utf8_checked(path, label, on_bad_row, dropped if dropped is not None else Counter())
-            return load_dataset(builder, data_files={split: str(path)}, split=split, streaming=streaming)
-        return load_dataset(str(path), name=config, data_dir=data_dir, split=split, streaming=streaming)
-    except (RecipeError, ValueError, KeyError):
+                path = _checked_file(path, label, on_bad_row, dropped if dropped is not None else Counter())
+            raw = load_dataset(builder, data_files={split: str(path)}, split=split, streaming=streaming)
+        else:
+            raw = load_dataset(str(path), name=config, data_dir=data_dir, split=split, streaming=streaming)
+    except RecipeError:
         raise
     except Exception as error:  # datasets raises many types; say which dataset, split and why
-        raise RecipeError(f"dataset {label!r}: could not load it: {type(error).__name__}: {error}") from error
+        raise _load_failure(name_or_path, label, error) from error
+    if isinstance(raw, Dataset) and len(raw) == 0 and not (dropped and sum(dropped.values())):
+        raise RecipeError(f"dataset {label!r}: the split has no rows")
+    return raw
 
 
 def load_preference_splits(

@@ -7,6 +7,8 @@ becomes a role-labelled transcript in the Anthropic HH style the DPO paper used,
 
 from __future__ import annotations
 
+import re
+
 from dpo_recipes.data.registry import BadRow
 
 ROLES = ("system", "user", "assistant")
@@ -17,13 +19,28 @@ def message(role: str, content: str) -> dict:
     return {"role": role, "content": content}
 
 
+# C0 control characters other than tab, newline and carriage return: in chat text they are corruption (a NUL
+# from a bad export, terminal escapes), and tokenizers turn them into tokens no one meant.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(value: str, field: str) -> str:
+    """``value`` unless it holds a control character (BadRow with its code point and position)."""
+    found = _CONTROL.search(value)
+    if found:
+        raise BadRow(field, f"contains control character U+{ord(found.group()):04X} at position {found.start()}")
+    return value
+
+
 def text(value: object, field: str, allow_empty: bool = False) -> str:
     """``value`` if it is a string (non-blank unless ``allow_empty``), else a BadRow naming ``field``."""
+    if value is None:
+        raise BadRow(field, "is missing (null)")
     if not isinstance(value, str):
         raise BadRow(field, f"expected text, got {type(value).__name__}")
     if not allow_empty and not value.strip():
-        raise BadRow(field, "is empty")
-    return value
+        raise BadRow(field, "is empty or whitespace-only")
+    return clean_text(value, field)
 
 
 def check_messages(messages: object, field: str) -> list[dict]:
@@ -37,6 +54,7 @@ def check_messages(messages: object, field: str) -> list[dict]:
             raise BadRow(field, f"turn {turn} has unknown role {item['role']!r}; expected one of {ROLES}")
         if not isinstance(item["content"], str):
             raise BadRow(field, f"turn {turn} content is {type(item['content']).__name__}, not text")
+        clean_text(item["content"], f"{field}[{turn}].content")
     return messages
 
 

@@ -3,8 +3,9 @@
 A recipe is a small pure function from one raw row to one TRL preference row (``prompt``/``chosen``/
 ``rejected`` plus metadata columns), registered by name with the hub id and splits of the dataset it reads.
 It may also name a ``drop_reason``: rows it returns a reason for are left out *and counted*, never dropped
-silently. A malformed row raises ``BadRow(field, problem)``; `prepare` turns it into an error naming the
-dataset, the row index and the field, or, with ``on_bad_row="skip"``, into a counted drop.
+silently (so are pairs whose chosen and rejected completions are identical). A malformed row raises
+``BadRow(field, problem)``; `prepare` turns it into an error naming the dataset, the row index and the field,
+or, with ``on_bad_row="skip"``, into a counted drop.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class PreparedSplit:
         return f"{label}: read {self.rows_read} rows, kept {self.rows_kept}, dropped {dropped} ({reasons})"
 
 
+IDENTICAL = "chosen == rejected (no preference)"  # a drop, counted: the pair has no preference to learn
 _ROW = "__row_index"
 _DROP = "__drop_reason"
 
@@ -125,8 +127,9 @@ def prepare(
     def annotate(row: dict, index: int) -> dict:
         try:
             reason = recipe.drop_reason(row, **options) if recipe.drop_reason else None
-            if reason is None and on_bad_row == "skip":
-                convert(row)
+            if reason is None:
+                converted = convert(row)
+                reason = IDENTICAL if converted["chosen"] == converted["rejected"] else None
         except BadRow as error:
             if on_bad_row == "error":
                 raise located(error, index) from error

@@ -139,11 +139,10 @@ def evaluate(args) -> None:
 def train(argv: list[str]) -> None:
     """``dpo-recipes train ...``: the Zephyr-style recipe's own TrlParser (every DPOConfig, ModelConfig and
     recipe option, YAML via --config), so the command and ``recipes/zephyr_style.py`` accept the same flags."""
-    from dpo_recipes.train import main as run_training
-    from dpo_recipes.train import make_parser as training_parser
+    from dpo_recipes.train import run_from_command_line
 
     logging.getLogger().setLevel(logging.INFO)
-    run_training(*training_parser(prog="dpo-recipes train").parse_args_and_config(argv))
+    run_from_command_line(argv, prog="dpo-recipes train")
 
 
 def merge(args) -> None:

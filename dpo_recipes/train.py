@@ -10,18 +10,23 @@ model), TRL's logs (trainer_state.json), metrics.json, training_curves.png, repo
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers.integrations import TensorBoardCallback
 from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser, get_quantization_config
 
 from dpo_recipes.crosscheck.runner import crosscheck_in_subprocess, setting_from_config
-from dpo_recipes.data import load_preference_splits
+from dpo_recipes.data import RecipeError, load_preference_splits
 from dpo_recipes.data.mixing import mix
+from dpo_recipes.errors import ConfigError
 from dpo_recipes.evaluation import compare_with_reference, get_judge, unique_prompts
+from dpo_recipes.files import atomic_path
 from dpo_recipes.model_card import policy_kind, write_model_card
 from dpo_recipes.models import build_dpo_trainer
+from dpo_recipes.preflight import check_data, check_run
 from dpo_recipes.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
 
 logger = logging.getLogger(__name__)
@@ -124,10 +129,51 @@ def evaluate_before_training(trainer) -> dict:
     return metrics
 
 
+def checkpoint_to_resume(value: str | None, output_dir: str) -> str | None:
+    """``--resume_from_checkpoint``: a checkpoint path, or ``last`` for the newest *complete* checkpoint in the
+    output directory. transformers writes trainer_state.json last, so a checkpoint without it was cut off
+    while being written (a kill mid-save); it is skipped with a warning, never resumed from."""
+    if value is None:
+        return None
+    if str(value).lower() not in ("last", "true"):
+        if not (Path(value) / "trainer_state.json").is_file():
+            raise ConfigError(f"checkpoint {value!r} is missing or incomplete (no trainer_state.json)")
+        return value
+    found = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda path: int(path.name.rsplit("-", 1)[-1]))
+    for partial in (path for path in found if not (path / "trainer_state.json").is_file()):
+        logger.warning("Ignoring %s: it has no trainer_state.json, so it was cut off while being written", partial)
+    complete = [path for path in found if (path / "trainer_state.json").is_file()]
+    if not complete:
+        logger.warning("No complete checkpoint in %s: training from the start", output_dir)
+        return None
+    logger.info("Resuming from %s", complete[-1])
+    return str(complete[-1])
+
+
+def save_final_model(trainer, output_dir: str) -> None:
+    """The trained adapter (or model) and trainer state, each file moved into place whole: a run killed while
+    saving leaves a scratch folder, never a truncated adapter_model.safetensors that looks complete."""
+    scratch = Path(output_dir) / ".final-model.partial"
+    if trainer.accelerator.is_main_process and scratch.exists():
+        shutil.rmtree(scratch)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(scratch))  # every process takes part (sharded weights are gathered here)
+    if trainer.accelerator.is_main_process:
+        for item in scratch.iterdir():
+            os.replace(item, Path(output_dir) / item.name)
+        scratch.rmdir()
+        with atomic_path(Path(output_dir) / "trainer_state.json") as state:
+            trainer.state.save_to_json(str(state))
+    trainer.accelerator.wait_for_everyone()
+
+
 def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
     started = time.time()
     name_run(script_args, training_args, model_args)
+    check_run(script_args, training_args, model_args)  # seconds, before any weights or data load
+    resume = checkpoint_to_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     splits = load_splits(script_args, training_args.seed)
+    check_data(splits)
     train, test = splits["train"].dataset, splits["test"].dataset
     trainer = build_dpo_trainer(model_args, training_args, train, test)
     name_tensorboard_dir(trainer, training_args)
@@ -135,10 +181,9 @@ def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mod
     logger.info("Held-out evaluation before training (policy = reference)")
     eval_before = evaluate_before_training(trainer)
     train_started = time.time()
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - train_started
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()
+    save_final_model(trainer, training_args.output_dir)
     logger.info("Held-out evaluation after training")
     eval_after = trainer.evaluate()
     if not trainer.accelerator.is_main_process:
@@ -198,3 +243,13 @@ then TRL's DPOConfig (training and loss) and ModelConfig (model, LoRA, 4-bit).""
 
 def make_parser(**kwargs) -> TrlParser:
     return TrlParser((RecipeArguments, DPOConfig, ModelConfig), description=DESCRIPTION, **kwargs)
+
+
+def run_from_command_line(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    """Parse flags (and --config), train; a bad dataset, model or setting ends in one line naming it."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = make_parser(prog=prog) if prog else make_parser()
+    try:
+        return main(*parser.parse_args_and_config(argv))
+    except (RecipeError, ConfigError) as error:
+        raise SystemExit(f"{parser.prog}: error: {error}") from error

@@ -12,17 +12,15 @@ Zephyr's method is dSFT then dDPO: the model given here is already SFT-trained a
     # Zephyr-7B-β full fine-tune on 8 GPUs (an accelerate DeepSpeed ZeRO-3 config)
     accelerate launch --config_file zero3.yaml recipes/zephyr_style.py --config recipes/zephyr_style/full.yaml
 
-Every YAML key is a flag too, and flags override the YAML (e.g. ``--beta 0.05 --max_steps 20``); unknown
+Resume a killed run with ``--resume_from_checkpoint last`` (the newest complete checkpoint). Every YAML key is a
+flag too, and flags override the YAML (e.g. ``--beta 0.05 --max_steps 20``); unknown
 YAML keys are an error. ``--help`` lists every option. The output directory receives the adapter (or model),
 TRL's logs (trainer_state.json), metrics.json, training_curves.png and report.md.
 """
 
-import logging
-
-from dpo_recipes.train import RecipeArguments, load_splits, main, make_parser
+from dpo_recipes.train import RecipeArguments, load_splits, main, make_parser, run_from_command_line
 
 __all__ = ["RecipeArguments", "load_splits", "main", "make_parser"]
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(*make_parser().parse_args_and_config())
+    run_from_command_line()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -12,9 +11,9 @@ from datasets import Dataset, IterableDataset, load_dataset
 
 from dpo_recipes import embedded
 from dpo_recipes.data.registry import PreparedSplit, RecipeError, prepare
+from dpo_recipes.errors import unavailable
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 def _kind(value: object) -> str | None:
@@ -91,18 +90,10 @@ def _checked_file(path: Path, label: str, on_bad_row: str, dropped: Counter) -> 
 
 def _load_failure(name_or_path: str, label: str, error: Exception) -> RecipeError:
     """One clear message for a dataset that would not load; the library's exception stays as the cause."""
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if "split" in message.lower() and "unknown" in message.lower():
-        return RecipeError(f"dataset {label!r}: no such split ({message})")
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).suffix in FILE_BUILDERS
-    if looks_local or Path(name_or_path).exists():
-        return RecipeError(f"dataset {label!r}: could not load the local path {name_or_path!r}: {message}")
-    offline = any(os.environ.get(flag) in ("1", "true", "TRUE", "True") for flag in OFFLINE_FLAGS)
-    where = "offline mode is on (" + ", ".join(OFFLINE_FLAGS) + ")" if offline else "the hub could not serve it"
-    return RecipeError(
-        f"dataset {label!r}: not a local file or directory, and {where}: {message}. Pass a local path, or run "
-        "online once so the hub's copy is cached."
-    )
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if "unknown split" in first_line.lower():
+        return RecipeError(f"dataset {label!r}: no such split ({first_line})")
+    return RecipeError(unavailable("dataset", name_or_path, error, label))
 
 
 def load_raw(

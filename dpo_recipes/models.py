@@ -25,6 +25,17 @@ def model_init_kwargs(model_args: ModelConfig, training_args: DPOConfig) -> dict
     return {**kwargs, **(training_args.model_init_kwargs or {})}
 
 
+def add_pair_lengths(dataset: Dataset) -> Dataset:
+    """The ``length`` column transformers' LengthGroupedSampler reads, on TRL's tokenized pairs: the longer of
+    prompt + chosen and prompt + rejected, which is what the pair pads its batch to. A pair stays one row, so
+    grouping never splits it."""
+
+    def length(row: dict) -> dict:
+        return {"length": len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))}
+
+    return dataset.map(length, desc="Measuring pair lengths")
+
+
 def build_dpo_trainer(
     model_args: ModelConfig,
     training_args: DPOConfig,
@@ -32,9 +43,17 @@ def build_dpo_trainer(
     eval_dataset: Dataset | None = None,
     **trainer_kwargs,
 ) -> DPOTrainer:
-    """A DPOTrainer over ``model_args.model_name_or_path`` (hub id, local path or embedded name)."""
+    """A DPOTrainer over ``model_args.model_name_or_path`` (hub id, local path or embedded name).
+
+    With ``train_sampling_strategy="group_by_length"`` batches are drawn from pairs of similar length (less
+    padding; the order stays seeded). The length column must reach the sampler, so unused columns are kept
+    (TRL's collator reads only the token columns it needs).
+    """
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
-    return DPOTrainer(
+    grouped = training_args.train_sampling_strategy == "group_by_length"
+    if grouped:
+        training_args.remove_unused_columns = False
+    trainer = DPOTrainer(
         model=embedded.resolve(model_args.model_name_or_path),
         args=training_args,
         train_dataset=train_dataset,
@@ -43,3 +62,6 @@ def build_dpo_trainer(
         peft_config=get_peft_config(model_args),
         **trainer_kwargs,
     )
+    if grouped and isinstance(trainer.train_dataset, Dataset):
+        trainer.train_dataset = add_pair_lengths(trainer.train_dataset)
+    return trainer

@@ -1,0 +1,79 @@
+"""Item 4: peak process memory (RSS) of one DPO step for a full, LoRA and 4-bit QLoRA policy on one model.
+
+Each policy runs in its own process (peak RSS never goes down); ``python benchmarks/memory.py MODE SIZE``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+POLICIES = {
+    "full": {},
+    "lora": {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "lora_target_modules": "all-linear"},
+    "qlora": {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "lora_target_modules": "all-linear",
+              "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"},
+}  # fmt: skip
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. Linux: VmHWM, which starts afresh at exec (ru_maxrss would carry
+    the parent's peak over into a child process, and the parent here is the whole benchmark suite)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # macOS reports bytes
+
+
+def reset_peak() -> bool:
+    """Restart the peak-RSS count from the current RSS (Linux: /proc/self/clear_refs "5")."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(mode: str, size: str, batch: int = 8, steps: int = 2) -> dict:
+    import common
+    import torch
+    from trl import DPOConfig, ModelConfig
+
+    from dpo_recipes.models import build_dpo_trainer
+
+    idle = peak_rss_mib()  # torch, transformers, TRL imported; no model yet
+    model_args = ModelConfig(model_name_or_path=common.model_path(size), dtype="float32", **POLICIES[mode])
+    args = DPOConfig(output_dir=f"/tmp/dpo-bench-memory-{mode}", per_device_train_batch_size=batch, max_steps=steps,
+                     bf16=False, use_cpu=True, report_to="none", save_strategy="no", logging_steps=10**6)  # fmt: skip
+    trainer = build_dpo_trainer(model_args, args, common.pairs(batch * steps))
+    loading_peak = peak_rss_mib()  # loading: a 4-bit base is read in full precision, then quantized
+    training_peak = None
+    if reset_peak():
+        trainer.train()
+        training_peak = peak_rss_mib()
+    else:
+        trainer.train()
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"mode": mode, "idle_rss_mib": idle, "loading_peak_rss_mib": loading_peak,
+            "training_peak_rss_mib": training_peak, "peak_rss_mib": peak_rss_mib(), "cuda_peak_mib": cuda}  # fmt: skip
+
+
+def run(size: str) -> dict:
+    here = Path(__file__).parent
+    results = {}
+    for mode in POLICIES:
+        done = subprocess.run([sys.executable, str(here / "memory.py"), mode, size], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"memory benchmark {mode} failed:\n{done.stderr[-2000:]}")
+        results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    print(json.dumps(measure(sys.argv[1], sys.argv[2])))

@@ -1,0 +1,123 @@
+"""Items 1-3: DPO step throughput of the lecture's loop, plain TRL and this recipe; the reference log-prob
+cache; padding with and without length grouping. One model, one data set, one effective batch for all.
+
+A repetition is one epoch over a small pool of pairs, so every batch counts once: grouped batches differ in
+length by design, and a median of single steps would flatter grouping. The first epoch is a warm-up; the
+figure is the median epoch time over the rest, divided by the steps of an epoch.
+"""
+
+from __future__ import annotations
+
+import time
+
+import common
+import from_scratch
+import torch
+from datasets import Dataset
+from scaling import FILLER
+from transformers import AutoModelForCausalLM
+from trl import DPOConfig, DPOTrainer, ModelConfig
+
+from dpo_recipes.models import build_dpo_trainer
+
+# Each variant is a DPOConfig delta; "trl" is plain DPOTrainer, the others go through dpo_recipes.models.
+VARIANTS = {
+    "trl": {},
+    "recipe, speed options off": {},
+    "recipe, cached reference": {"precompute_ref_log_probs": True},
+    "recipe, length grouping": {"train_sampling_strategy": "group_by_length"},
+    "recipe, speed options on": {"precompute_ref_log_probs": True, "train_sampling_strategy": "group_by_length"},
+}
+
+
+def build(variant: str, path: str, data, output_dir: str, batch: int, epochs: int, max_length: int):
+    """(trainer, its step clock, seconds to build it) for one variant."""
+    clock = common.StepClock()
+    args = DPOConfig(output_dir=output_dir, per_device_train_batch_size=batch, num_train_epochs=epochs,
+                     max_length=max_length, bf16=False, use_cpu=True, report_to="none", save_strategy="no",
+                     logging_steps=10**6, seed=0, **VARIANTS[variant])  # fmt: skip
+    started = time.perf_counter()
+    if variant == "trl":
+        trainer = DPOTrainer(model=path, args=args, train_dataset=data, callbacks=[clock])
+    else:
+        trainer = build_dpo_trainer(ModelConfig(model_name_or_path=path, dtype="float32"), args, data,
+                                    callbacks=[clock])  # fmt: skip
+    return trainer, clock, time.perf_counter() - started
+
+
+def seconds_per_step(variant: str, path: str, data, output_dir: str, batch: int, epochs: int, max_length: int):
+    """Median epoch time after a warm-up epoch, per step, for one variant (and the build time)."""
+    trainer, clock, setup = build(variant, path, data, output_dir, batch, epochs, max_length)
+    trainer.train()
+    steps = len(data) // batch
+    return common.median_blocks(clock.stamps, steps, steps)[0] / steps, setup
+
+
+def padding_share(trainer) -> float:
+    """Share of padding among all token positions of one epoch of the trainer's own batches."""
+    pad = total = 0
+    for batch in trainer.get_train_dataloader():
+        pad += int((batch["attention_mask"] == 0).sum())
+        total += batch["attention_mask"].numel()
+    return pad / total
+
+
+def padding_shares(path: str, data, batch: int, max_length: int, output_dir: str) -> dict:
+    """Item 3: padding among all token positions of an epoch, random vs grouped batches."""
+    return {variant: padding_share(build(variant, path, data, output_dir, batch, 1, max_length)[0])
+            for variant in ("recipe, speed options off", "recipe, length grouping")}  # fmt: skip
+
+
+def varied_lengths(data, seed: int = 0):
+    """The same pairs with a long-tailed number of filler sentences added to each prompt (0 to 15, mostly few),
+    so sequences run from ~25 to ~250 tokens, like real preference data, rather than the toy world's ~25."""
+    generator = torch.Generator().manual_seed(seed)
+    repeats = (torch.rand(len(data), generator=generator) ** 3 * 16).long().tolist()
+    rows = data.to_list()
+    for row, k in zip(rows, repeats, strict=True):
+        row["prompt"] = [{"role": "user", "content": row["prompt"][-1]["content"] + FILLER * k}]
+    return Dataset.from_list(rows)
+
+
+def lecture_seconds_per_step(path: str, data, tok, batch: int, epochs: int, max_length: int) -> float:
+    rows = [{"prompt": tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False),
+             "chosen": r["chosen"][0]["content"] + tok.eos_token,
+             "rejected": r["rejected"][0]["content"] + tok.eos_token} for r in data]  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    steps = len(data) // batch
+    stamps = from_scratch.step_times(model, rows, tok, batch, max_length, steps * epochs)
+    return common.median_blocks(stamps, steps, steps)[0] / steps
+
+
+def run(size: str, batch: int, epochs: int, pool: int, max_length: int, output_dir: str) -> dict:
+    """The toy world's lengths: every variant, the lecture's loop, the cache build times, padding shares."""
+    path, tok = common.model_path(size), common.tokenizer()
+    data = common.pairs(pool)
+    seconds = {"lecture loop (a)": lecture_seconds_per_step(path, data, tok, batch, epochs, max_length)}
+    extra = {}
+    for variant in VARIANTS:
+        seconds[variant], setup = seconds_per_step(variant, path, data, output_dir, batch, epochs, max_length)
+        if variant == "recipe, cached reference":
+            extra["reference precompute, first build (s)"] = setup
+            extra["reference precompute, cached build (s)"] = build(variant, path, data, output_dir, batch, 1,
+                                                                    max_length)[2]  # fmt: skip
+    shares = padding_shares(path, common.pairs(512), batch, max_length, output_dir)
+    extra["padding share, random batches"] = shares["recipe, speed options off"]
+    extra["padding share, grouped batches"] = shares["recipe, length grouping"]
+    tokens_per_pair = common.real_tokens_per_pair(data, tok)
+    table = {name: {"s/step": s, "pairs/s": batch / s, "tokens/s": batch * tokens_per_pair / s}
+             for name, s in seconds.items()}  # fmt: skip
+    return {"size": size, "batch": batch, "pool": pool, "epochs": epochs, "max_length": max_length,
+            "tokens_per_pair": tokens_per_pair, "variants": table, "extra": extra}  # fmt: skip
+
+
+def run_varied(size: str, batch: int, epochs: int, pool: int, output_dir: str) -> dict:
+    """Plain TRL against the recipe, speed options off and on, on long-tailed lengths (max_length 512)."""
+    path, tok = common.model_path(size), common.tokenizer()
+    data = varied_lengths(common.pairs(pool))
+    seconds = {variant: seconds_per_step(variant, path, data, output_dir, batch, epochs, 512)[0]
+               for variant in ("trl", "recipe, speed options off", "recipe, speed options on")}  # fmt: skip
+    shares = padding_shares(path, data, batch, 512, output_dir)
+    return {"tokens_per_pair": common.real_tokens_per_pair(data, tok), "pairs": len(data), "batch": batch,
+            "s/step": seconds, "padding share, random batches": shares["recipe, speed options off"],
+            "padding share, grouped batches": shares["recipe, length grouping"]}  # fmt: skip

@@ -1,0 +1,32 @@
+"""The benchmark suite runs end to end (--quick, a tiny model) and writes its table, JSON and chart.
+
+This checks that the suite cannot rot; it asserts no speed. The figures live in benchmarks/README.md.
+"""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+
+@pytest.mark.slow
+def test_benchmark_suite_quick_run_writes_table_json_and_chart(tmp_path, tiny_sft_path):
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--output_dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    variants = results["throughput"]["variants"]
+    assert set(variants) == {"lecture loop (a)", "trl", "recipe, speed options off", "recipe, cached reference",
+                             "recipe, length grouping", "recipe, speed options on"}  # fmt: skip
+    assert all(row["s/step"] > 0 and math.isfinite(row["tokens/s"]) for row in variants.values())
+    assert set(results["memory"]) == {"full", "lora", "qlora"}
+    assert 0 < results["efficiency"]["share_of_peak"] < 1.5
+    assert len(results["scaling"]["seconds_by_pairs"]) == 2
+    readme = (tmp_path / "README.md").read_text()
+    for section in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6."):
+        assert section in readme
+    assert (tmp_path / "benchmarks.png").read_bytes()[:4] == b"\x89PNG"

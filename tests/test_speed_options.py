@@ -1,0 +1,69 @@
+"""The recipe's speed options: TRL's reference log-prob cache is reused across runs and β, and invalidated by any
+change that alters the log-probs; length grouping keeps pairs whole, pads less and is deterministic."""
+
+import uuid
+
+import pytest
+from trl import DPOConfig, ModelConfig
+
+from dpo_recipes import embedded
+from dpo_recipes.data import load_preference_splits
+from dpo_recipes.models import build_dpo_trainer
+
+MODEL = ModelConfig(model_name_or_path=embedded.TINY_SFT, dtype="float32", use_peft=True, lora_r=4,
+                    lora_target_modules=["q_proj"])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pairs(tiny_sft_path):
+    """96 held-out pairs under a fingerprint of their own, so no earlier test session's cache can answer."""
+    data = load_preference_splits(embedded.WORLD, "ultrafeedback_binarized", {"t": "test_prefs"})["t"].dataset
+    return data.select(range(96)).map(lambda row: row, new_fingerprint=uuid.uuid4().hex)
+
+
+def _trainer(tmp_path, pairs, **settings):
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, bf16=False, use_cpu=True,
+                     report_to="none", save_strategy="no", **settings)  # fmt: skip
+    return build_dpo_trainer(MODEL, args, pairs)
+
+
+def test_reference_logps_are_computed_once_and_reused_across_runs_and_betas(tmp_path, pairs, capfd):
+    first = _trainer(tmp_path, pairs, precompute_ref_log_probs=True, beta=0.1, max_length=96)
+    computed = capfd.readouterr().err
+    again = _trainer(tmp_path, pairs, precompute_ref_log_probs=True, beta=0.7, max_length=96)
+    reused = capfd.readouterr().err
+    assert "Computing reference log probs" in computed and "Computing reference log probs" not in reused
+    assert first.train_dataset["ref_chosen_logps"] == again.train_dataset["ref_chosen_logps"]
+
+    _trainer(tmp_path, pairs, precompute_ref_log_probs=True, beta=0.1, max_length=20)  # truncation changes logps
+    assert "Computing reference log probs" in capfd.readouterr().err
+
+
+def test_other_reference_weights_invalidate_the_cache(tmp_path, pairs, capfd):
+    _trainer(tmp_path, pairs, precompute_ref_log_probs=True, max_length=90)
+    capfd.readouterr()
+    other = ModelConfig(**{**vars(MODEL), "model_name_or_path": embedded.TINY_BASE})  # same tokenizer, new weights
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, bf16=False, use_cpu=True,
+                     report_to="none", save_strategy="no", precompute_ref_log_probs=True, max_length=90)  # fmt: skip
+    build_dpo_trainer(other, args, pairs)
+    assert "Computing reference log probs" in capfd.readouterr().err
+
+
+def _batches(trainer):
+    return [batch["input_ids"] for batch in trainer.get_train_dataloader()]
+
+
+def test_length_grouping_pads_less_keeps_pairs_whole_and_is_deterministic(tmp_path, pairs):
+    random_order = _trainer(tmp_path, pairs)
+    grouped = _trainer(tmp_path, pairs, train_sampling_strategy="group_by_length")
+
+    def padding(trainer):
+        masks = [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
+        return sum(int((m == 0).sum()) for m in masks) / sum(m.numel() for m in masks)
+
+    assert padding(grouped) < padding(random_order)
+    batches = _batches(grouped)
+    assert all(batch.shape[0] == 16 for batch in batches)  # 8 pairs: 8 chosen rows then their 8 rejected rows
+    assert sum(batch.shape[0] for batch in batches) == 2 * len(pairs)  # every pair once, both halves together
+    again = _trainer(tmp_path, pairs, train_sampling_strategy="group_by_length")
+    assert all(a.equal(b) for a, b in zip(batches, _batches(again), strict=True))

@@ -5,6 +5,8 @@ Each policy runs in its own process (peak RSS never goes down); ``python benchma
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import resource
 import subprocess
@@ -19,6 +21,16 @@ POLICIES = {
 }  # fmt: skip
 
 
+def resident_mib() -> dict:
+    """Current resident memory split into private (anonymous: tensors, optimizer state) and file-backed pages
+    (mapped files: libraries and the mmap'ed safetensors checkpoint, which the kernel can drop and reread)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return {}
+    fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("RssAnon", "RssFile") if key in fields}
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory. Linux: VmHWM, which starts afresh at exec (ru_maxrss would carry
     the parent's peak over into a child process, and the parent here is the whole benchmark suite)."""
@@ -31,7 +43,10 @@ def peak_rss_mib() -> float:
 
 
 def reset_peak() -> bool:
-    """Restart the peak-RSS count from the current RSS (Linux: /proc/self/clear_refs "5")."""
+    """Restart the peak-RSS count from the current RSS (Linux: /proc/self/clear_refs "5"), after handing memory
+    freed while loading back to the system (glibc keeps it otherwise, and RSS would count it)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -46,7 +61,7 @@ def measure(mode: str, size: str, batch: int = 8, steps: int = 2) -> dict:
 
     from dpo_recipes.models import build_dpo_trainer
 
-    idle = peak_rss_mib()  # torch, transformers, TRL imported; no model yet
+    idle, idle_split = peak_rss_mib(), resident_mib()  # torch, transformers, TRL imported; no model yet
     model_args = ModelConfig(model_name_or_path=common.model_path(size), dtype="float32", **POLICIES[mode])
     args = DPOConfig(output_dir=f"/tmp/dpo-bench-memory-{mode}", per_device_train_batch_size=batch, max_steps=steps,
                      bf16=False, use_cpu=True, report_to="none", save_strategy="no", logging_steps=10**6)  # fmt: skip
@@ -60,7 +75,9 @@ def measure(mode: str, size: str, batch: int = 8, steps: int = 2) -> dict:
         trainer.train()
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {"mode": mode, "idle_rss_mib": idle, "loading_peak_rss_mib": loading_peak,
-            "training_peak_rss_mib": training_peak, "peak_rss_mib": peak_rss_mib(), "cuda_peak_mib": cuda}  # fmt: skip
+            "training_peak_rss_mib": training_peak, "peak_rss_mib": peak_rss_mib(), "cuda_peak_mib": cuda,
+            "idle_private_mib": idle_split.get("RssAnon"), "trained_private_mib": resident_mib().get("RssAnon"),
+            "trained_file_mib": resident_mib().get("RssFile")}  # fmt: skip
 
 
 def run(size: str) -> dict:

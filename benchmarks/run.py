@@ -113,7 +113,7 @@ def table(results: dict) -> str:
         f"cached log-probs: **{1 - step_cached / step_off:.0%} saved**; on the toy lengths (1.) "
         f"{1 - v[on]['s/step'] / v[off]['s/step']:.0%}",
         f"- the precompute itself: {extra['reference precompute, first build (s)']:.2f} s on first use, "
-        f"{extra['reference precompute, cached build (s)']:.2f} s when the cache is hit (a later run, another β)",
+        f"{extra['reference precompute, cached build (s)']:.2f} s for the next run of a β sweep (β 0.1 → 0.5, a hit)",
         "",
         "### 3. Padding",
         "",

@@ -30,12 +30,12 @@ VARIANTS = {
 }
 
 
-def build(variant: str, path: str, data, output_dir: str, batch: int, epochs: int, max_length: int):
+def build(variant: str, path: str, data, output_dir: str, batch: int, epochs: int, max_length: int, beta=0.1):
     """(trainer, its step clock, seconds to build it) for one variant."""
     clock = common.StepClock()
     args = DPOConfig(output_dir=output_dir, per_device_train_batch_size=batch, num_train_epochs=epochs,
                      max_length=max_length, bf16=False, use_cpu=True, report_to="none", save_strategy="no",
-                     logging_steps=10**6, seed=0, **VARIANTS[variant])  # fmt: skip
+                     logging_steps=10**6, seed=0, beta=beta, **VARIANTS[variant])  # fmt: skip
     started = time.perf_counter()
     if variant == "trl":
         trainer = DPOTrainer(model=path, args=args, train_dataset=data, callbacks=[clock])
@@ -104,7 +104,9 @@ def run(size: str, batch: int, epochs: int, pool: int, max_length: int, output_d
     for variant in TOY_VARIANTS:
         seconds[variant] = seconds_per_step(variant, path, data, output_dir, batch, epochs, max_length)[0]
     fresh = data.map(lambda row: row, new_fingerprint=f"bench-{time.time_ns()}")  # nothing cached for it yet
-    builds = [build("recipe, cached reference", path, fresh, output_dir, batch, 1, max_length)[2] for _ in range(2)]
+    builds = [
+        build("recipe, cached reference", path, fresh, output_dir, batch, 1, max_length, beta)[2] for beta in (0.1, 0.5)
+    ]  # the second run of a β sweep reads the first's reference log-probs
     shares = padding_shares(path, common.pairs(512), batch, max_length, output_dir)
     tokens_per_pair = common.real_tokens_per_pair(data, tok)
     table = {name: {"s/step": s, "pairs/s": batch / s, "tokens/s": batch * tokens_per_pair / s}

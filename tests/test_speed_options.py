@@ -4,21 +4,28 @@ change that alters the log-probs; length grouping keeps pairs whole, pads less a
 import uuid
 
 import pytest
-from trl import DPOConfig, ModelConfig
+from transformers import set_seed
+from trl import DPOConfig, DPOTrainer, ModelConfig
 
 from dpo_recipes import embedded
 from dpo_recipes.data import load_preference_splits
 from dpo_recipes.models import build_dpo_trainer
 
 MODEL = ModelConfig(model_name_or_path=embedded.TINY_SFT, dtype="float32", use_peft=True, lora_r=4,
-                    lora_target_modules=["q_proj"])  # fmt: skip
+                    lora_target_modules=["q_proj", "v_proj"])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def pairs(tiny_sft_path):
-    """96 held-out pairs under a fingerprint of their own, so no earlier test session's cache can answer."""
+    """96 held-out pairs whose prompts end in a word of this session's own, so their tokens (the cache key) are
+    new and no earlier test session's cache can answer."""
     data = load_preference_splits(embedded.WORLD, "ultrafeedback_binarized", {"t": "test_prefs"})["t"].dataset
-    return data.select(range(96)).map(lambda row: row, new_fingerprint=uuid.uuid4().hex)
+    word = uuid.uuid4().hex
+
+    def mark(row: dict) -> dict:
+        return {"prompt": [{"role": "user", "content": f"{row['prompt'][-1]['content']} {word}"}]}
+
+    return data.select(range(96)).map(mark)
 
 
 def _trainer(tmp_path, pairs, **settings):
@@ -27,29 +34,48 @@ def _trainer(tmp_path, pairs, **settings):
     return build_dpo_trainer(MODEL, args, pairs)
 
 
-def test_reference_logps_are_computed_once_and_reused_across_runs_and_betas(tmp_path, pairs, capfd):
+@pytest.fixture
+def reference_forwards(monkeypatch):
+    """How many batches TRL's precompute ran the reference on (0 when its cache answered)."""
+    calls = []
+    original = DPOTrainer.compute_ref_log_probs
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", counted)
+    return calls
+
+
+def test_reference_logps_are_computed_once_and_reused_across_runs_and_betas(tmp_path, pairs, reference_forwards):
     first = _trainer(tmp_path, pairs, precompute_ref_log_probs=True, beta=0.1, max_length=96)
-    computed = capfd.readouterr().err
+    computed = len(reference_forwards)
+    assert computed > 0
     again = _trainer(tmp_path, pairs, precompute_ref_log_probs=True, beta=0.7, max_length=96)
-    reused = capfd.readouterr().err
-    assert "Computing reference log probs" in computed and "Computing reference log probs" not in reused
+    assert len(reference_forwards) == computed  # another β: read from the cache, no reference forward
     assert first.train_dataset["ref_chosen_logps"] == again.train_dataset["ref_chosen_logps"]
 
-    _trainer(tmp_path, pairs, precompute_ref_log_probs=True, beta=0.1, max_length=20)  # truncation changes logps
-    assert "Computing reference log probs" in capfd.readouterr().err
+    _trainer(tmp_path, pairs, precompute_ref_log_probs=True, beta=0.1, max_length=60)  # another max_length: new key
+    assert len(reference_forwards) == 2 * computed
 
 
-def test_other_reference_weights_invalidate_the_cache(tmp_path, pairs, capfd):
+def test_other_reference_weights_invalidate_the_cache(tmp_path, pairs, reference_forwards):
     _trainer(tmp_path, pairs, precompute_ref_log_probs=True, max_length=90)
-    capfd.readouterr()
+    computed = len(reference_forwards)
+    _trainer(tmp_path, pairs, precompute_ref_log_probs=True, max_length=90)
+    assert len(reference_forwards) == computed  # same reference: cached
     other = ModelConfig(**{**vars(MODEL), "model_name_or_path": embedded.TINY_BASE})  # same tokenizer, new weights
     args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, bf16=False, use_cpu=True,
                      report_to="none", save_strategy="no", precompute_ref_log_probs=True, max_length=90)  # fmt: skip
     build_dpo_trainer(other, args, pairs)
-    assert "Computing reference log probs" in capfd.readouterr().err
+    assert len(reference_forwards) == 2 * computed
 
 
 def _batches(trainer):
+    """One epoch of input ids. transformers' LengthGroupedSampler draws from the global torch RNG, which a run
+    seeds at start (Trainer.__init__'s set_seed): seeding here is what makes a rerun repeat its batches."""
+    set_seed(0)
     return [batch["input_ids"] for batch in trainer.get_train_dataloader()]
 
 

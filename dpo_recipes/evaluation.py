@@ -57,17 +57,23 @@ class RewardModelJudge:
 JUDGES: dict[str, Judge] = {"toy-world": toy_world_judge}
 
 
+def judge_problem(name: str) -> str | None:
+    """Why ``name`` names no judge, or None: checkable before a run, without loading a reward model."""
+    if name.startswith("reward-model:") or name in JUDGES:
+        return None
+    if name.startswith("pairwise"):
+        return (f"judge {name!r}: TRL 1.16 ships no pairwise judges (trl.judges was removed); "
+                "use a reward model (reward-model:PATH_OR_ID) or toy-world")  # fmt: skip
+    return f"unknown judge {name!r}; available judges: {', '.join(sorted(JUDGES))}, reward-model:PATH"
+
+
 def get_judge(name: str) -> Judge:
     """``toy-world``, or ``reward-model:PATH_OR_ID`` for a sequence-classification reward model."""
+    problem = judge_problem(name)
+    if problem:
+        raise KeyError(problem)
     if name.startswith("reward-model:"):
         return RewardModelJudge(name.removeprefix("reward-model:"))
-    if name.startswith("pairwise"):
-        raise KeyError(
-            f"judge {name!r}: TRL 1.16 ships no pairwise judges (trl.judges was removed); "
-            "use a reward model (reward-model:PATH_OR_ID) or toy-world"
-        )
-    if name not in JUDGES:
-        raise KeyError(f"unknown judge {name!r}; available judges: {', '.join(sorted(JUDGES))}, reward-model:PATH")
     return JUDGES[name]
 
 

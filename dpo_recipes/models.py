@@ -102,20 +102,22 @@ def build_dpo_trainer(
     """
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     precompute = training_args.precompute_ref_log_probs
-    training_args.precompute_ref_log_probs = False  # attached below, under a stable key
     grouped = training_args.train_sampling_strategy == "group_by_length"
     if grouped:
         training_args.remove_unused_columns = False
-    trainer = DPOTrainer(
-        model=embedded.resolve(model_args.model_name_or_path),
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        quantization_config=get_quantization_config(model_args),
-        peft_config=get_peft_config(model_args),
-        **trainer_kwargs,
-    )
-    training_args.precompute_ref_log_probs = precompute
+    training_args.precompute_ref_log_probs = False  # attached below, under a stable key
+    try:
+        trainer = DPOTrainer(
+            model=embedded.resolve(model_args.model_name_or_path),
+            args=training_args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            quantization_config=get_quantization_config(model_args),
+            peft_config=get_peft_config(model_args),
+            **trainer_kwargs,
+        )
+    finally:
+        training_args.precompute_ref_log_probs = precompute
     if precompute:
         attach_reference_logps(trainer)
     if grouped and isinstance(trainer.train_dataset, Dataset):

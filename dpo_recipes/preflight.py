@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from dpo_recipes import embedded
 from dpo_recipes.errors import ConfigError, unavailable
+from dpo_recipes.evaluation import judge_problem
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ def model_problems(script_args, training_args, model_args, config, tokenizer) ->
     context = getattr(config, "max_position_embeddings", None)
     if training_args.max_length and context and training_args.max_length > context:
         problems.append(f"max_length {training_args.max_length} exceeds the model's context of {context} tokens")
-    if script_args.judge and not (script_args.judge == "toy-world" or script_args.judge.startswith("reward-model:")):
-        problems.append(f"unknown judge {script_args.judge!r}: use toy-world or reward-model:PATH_OR_ID")
+    if script_args.judge and judge_problem(script_args.judge):
+        problems.append(judge_problem(script_args.judge))
     return problems
 
 

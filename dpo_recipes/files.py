@@ -16,6 +16,12 @@ def _umask() -> int:
     return mask
 
 
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give a file the mode a plain ``open`` would (0666 less the umask): temporary-file writers (mkstemp, and
+    the libraries that save weights through one) create 0600, which other users sharing a directory cannot read."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; once the block completes it is renamed onto ``path``."""
@@ -25,7 +31,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(scratch)
-        os.chmod(scratch, 0o666 & ~_umask())  # mkstemp creates 0600; published files follow the umask
+        follow_umask(scratch)
         os.replace(scratch, path)
     finally:
         if os.path.exists(scratch):

@@ -10,8 +10,10 @@ loss settings, the evaluation figures, intended use and limitations. Secrets nev
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -52,6 +54,25 @@ def _as_dict(config) -> dict:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
+def text(value: object) -> str:
+    """Any string as literal markdown text: HTML and markdown punctuation escaped, on one line."""
+    escaped = html.escape(" ".join(str(value).split()), quote=False)
+    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", escaped)
+
+
+def code(value: object) -> str:
+    """Any string as an inline code span: fenced by more backticks than it holds, on one line."""
+    value = " ".join(str(value).split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", value)), default=0) + 1)
+    pad = " " if value.startswith("`") or value.endswith("`") else ""
+    return f"{fence}{pad}{value}{pad}{fence}"
+
+
+def table_code(value: object) -> str:
+    """``code`` inside a table cell, where GitHub-flavoured markdown needs every pipe escaped, even in code."""
+    return code(value).replace("|", "\\|")
+
+
 def _value(value) -> str:
     return json.dumps(value, default=str, ensure_ascii=False) if not isinstance(value, str) else value
 
@@ -89,8 +110,17 @@ def _evaluation(metrics: dict) -> list[str]:
             f"{win['losses']} losses on {win['n']} held-out prompts, greedy, judge `{win['judge']}`); mean answer "
             f"length {win['mean_length_policy']:.1f} vs {win['mean_length_reference']:.1f} characters."
         )
+        sampled = [p for p in win.get("temperatures", []) if p["temperature"] > 0]
+        if sampled:
+            rates = ", ".join(f"{p['win_rate']:.3f} at T = {p['temperature']:g}" for p in sampled)
+            lines.append(f"Sampled: {rates}. KL(policy ‖ reference): {win['kl']['mean']:.2f} ± "
+                         f"{win['kl']['stderr']:.2f} nats.")  # fmt: skip
     else:
         lines.append(f"Win rate against the reference: not measured ({win['skipped']}).")
+    displacement = metrics.get("likelihood_displacement", {})
+    if displacement.get("displaced"):
+        lines.append(f"Likelihood displacement: the chosen answers ended {-displacement['final_chosen']:.2f} nats "
+                     "less likely than under the reference (see report.md).")  # fmt: skip
     return lines
 
 
@@ -115,28 +145,28 @@ def render(metrics: dict, script_args, training_args, model_args, crosscheck: di
     }[kind]  # fmt: skip
     changed = changed_hyperparameters(script_args, model_args, training_args)
     full = {type(c).__name__: _as_dict(c) for c in (script_args, model_args, training_args)}
+    where = repr(str(training_args.output_dir))  # a Python literal whatever the path holds (quotes, newlines)
     load = (
-        "from peft import AutoPeftModelForCausalLM\n"
-        f'model = AutoPeftModelForCausalLM.from_pretrained("{training_args.output_dir}")'
+        f"from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained({where})"
         if model_args.use_peft
-        else f'from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained("'
-        f'{training_args.output_dir}")'
+        else f"from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained({where})"
     )
     lines = [
         "---",
         yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip(),
         "---",
         "",
-        f"# {Path(training_args.output_dir).name}: {model_args.model_name_or_path} trained with DPO",
+        f"# {text(Path(training_args.output_dir).name)}: {text(model_args.model_name_or_path)} trained with DPO",
         "",
         f"Direct Preference Optimization (loss {' + '.join(run['loss_type'])}, β = {run['beta']}) of "
-        f"`{model_args.model_name_or_path}` with TRL's DPOTrainer, training {method}. The reference policy is "
+        f"{code(model_args.model_name_or_path)} with TRL's DPOTrainer, training {method}. The reference policy is "
         f"{reference}. Built with dpo-recipes.",
         "",
         "## Data",
         "",
-        f"Dataset `{run['dataset']}` through the `{run['dataset_recipe']}` recipe "
-        f"({script_args.dataset_format} format): {metrics['data']['train']}; {metrics['data']['test']}.",
+        f"Dataset {code(run['dataset'])} through the {code(run['dataset_recipe'])} recipe "
+        f"({text(script_args.dataset_format)} format): {text(metrics['data']['train'])}; "
+        f"{text(metrics['data']['test'])}.",
         "",
         "## Hyperparameters",
         "",
@@ -145,7 +175,7 @@ def render(metrics: dict, script_args, training_args, model_args, crosscheck: di
         "",
         "| hyperparameter | value |",
         "|---|---|",
-        *[f"| {name} | `{_value(value)}` |" for name, value in sorted(changed.items())],
+        *[f"| {name} | {table_code(_value(value))} |" for name, value in sorted(changed.items())],
         "",
         "<details><summary>All hyperparameters</summary>",
         "",
@@ -184,9 +214,13 @@ def render(metrics: dict, script_args, training_args, model_args, crosscheck: di
         "- DPO often lengthens answers (compare the mean lengths above) and can over-optimize at high KL from "
         "the reference; check samples before use.",
     ]
-    if run["model"].startswith("dpo-recipes/"):
+    if run["model"].startswith("dpo-recipes/tiny"):
         lines.append("- This run used the embedded offline default: a ~1M-parameter model and a synthetic "
                      "preference world. It demonstrates the pipeline; it is not a useful language model.")  # fmt: skip
+    if run["model"] == "dpo-recipes/smollm2-135m-instruct":
+        lines.append("- The base is SmolLM2-135M-Instruct de-quantized from a Q4_1 GGUF file, not the original "
+                     "bf16 weights. Pairs judged by a sentiment lexicon (VADER) reward gushing, longer answers "
+                     "as much as better ones: compare the words and sentences in report.md.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

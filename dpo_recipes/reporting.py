@@ -67,11 +67,50 @@ def side_by_side(comparison: Comparison, rows: int = 8) -> str:
     return "\n".join(lines)
 
 
+def temperature_table(points: list[dict]) -> str:
+    """A markdown table of the comparison at each temperature: win rate with its interval, the judge's mean
+    score of both models, and the answers' length and shape (where gaming a judge shows)."""
+    lines = [
+        "| temperature | win rate | 95% CI | judge: policy | judge: reference | words: policy | words: reference "
+        "| sentences: policy | sentences: reference |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        lines.append(f"| {p['temperature']:g} | **{p['win_rate']:.3f}** | [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] "
+                     f"| {p['mean_reward_policy']:+.3f} | {p['mean_reward_reference']:+.3f} "
+                     f"| {p['mean_words_policy']:.1f} | {p['mean_words_reference']:.1f} "
+                     f"| {p['mean_sentences_policy']:.2f} | {p['mean_sentences_reference']:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else str(value)
 
 
-def write_report(path: str | os.PathLike, metrics: dict, comparison: Comparison | None) -> Path:
+def displacement_section(summary: dict) -> list[str]:
+    """Report lines on likelihood displacement (dpo_recipes/monitoring.py)."""
+    if not summary.get("logged_steps"):
+        return []
+    verdict = (
+        "**Warning: likelihood displacement.** The chosen answers ended *less* likely than under the reference: "
+        "DPO widened the margin by pushing both sides down, and mass went to answers in neither set."
+        if summary["displaced"]
+        else "The chosen answers did not end less likely than under the reference."
+    )
+    return [
+        "## Likelihood displacement",
+        "",
+        f"Δ log π of the chosen answers against the reference (nats per answer, training batches): final "
+        f"{summary['final_chosen']:+.2f}, lowest {summary['min_chosen']:+.2f}; rejected: final "
+        f"{summary['final_rejected']:+.2f}. Negative at {summary['displaced_steps']} of "
+        f"{summary['logged_steps']} logged steps. {verdict}",
+        "",
+        "![likelihood displacement](likelihood_displacement.png)",
+        "",
+    ]
+
+
+def write_report(path: str | os.PathLike, metrics: dict, comparisons: dict[float, Comparison]) -> Path:
     before, after = metrics["eval_before"], metrics["eval_after"]
     lines = [
         f"# DPO run: {metrics['run']['model']} on {metrics['run']['dataset']}",
@@ -80,7 +119,7 @@ def write_report(path: str | os.PathLike, metrics: dict, comparison: Comparison 
         f"Trained {metrics['train']['global_step']} steps in {metrics['wall_time_s']['train']:.0f} s "
         f"(whole run {metrics['wall_time_s']['total']:.0f} s).",
         "",
-        "## Held-out implicit reward (TRL's eval on the test split)",
+        f"## Held-out implicit reward (TRL's eval on {metrics.get('eval_pairs', 'the')} test pairs)",
         "",
         "Implicit reward r = β·(log π(y|x) − log π_ref(y|x)); accuracy counts pairs with r(chosen) > r(rejected)"
         " strictly, as TRL does. Before training the policy *is* the reference, so every reward is 0 and the"
@@ -92,24 +131,26 @@ def write_report(path: str | os.PathLike, metrics: dict, comparison: Comparison 
     for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "loss"):
         lines.append(f"| {key} | {_fmt(before.get('eval_' + key))} | {_fmt(after.get('eval_' + key))} |")
     lines += ["", "## Win rate against the reference", ""]
-    if comparison is None:
+    if not comparisons:
         lines.append(f"Not measured: {metrics['win_rate']['skipped']}")
     else:
         win = metrics["win_rate"]
+        first = min(comparisons)
         lines += [
-            f"Judge `{win['judge']}`; {win['n']} held-out prompts; greedy decoding; ties count ½.",
+            f"Judge `{win['judge']}`; {win['n']} held-out prompts; both models answer each prompt at each "
+            "temperature (0 = greedy); a win counts 1 and a tie ½; 95% Wilson intervals. The reference's columns "
+            "are the judge's score and the answers' shape *before* DPO, the policy's *after*.",
             "",
-            "| win rate | wins | ties | losses | mean reward policy | mean reward reference "
-            "| mean length policy | mean length reference |",
-            "|---|---|---|---|---|---|---|---|",
-            f"| **{win['win_rate']:.3f}** | {win['wins']} | {win['ties']} | {win['losses']} "
-            f"| {win['mean_reward_policy']:+.3f} | {win['mean_reward_reference']:+.3f} "
-            f"| {win['mean_length_policy']:.1f} | {win['mean_length_reference']:.1f} |",
+            temperature_table(win["temperatures"]),
             "",
-            "### Side by side",
+            f"KL(policy ‖ reference), sequence level, from the policy's {win['n']} samples at temperature 1: "
+            f"**{win['kl']['mean']:.2f} ± {win['kl']['stderr']:.2f}** nats (mean ± standard error).",
             "",
-            side_by_side(comparison),
+            f"### Side by side (temperature {first:g})",
+            "",
+            side_by_side(comparisons[first]),
         ]
+    lines += ["", *displacement_section(metrics.get("likelihood_displacement", {}))]
     lines += ["", "![training curves](training_curves.png)", ""]
     return atomic_write_text(path, "\n".join(lines))
 

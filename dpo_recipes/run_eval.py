@@ -17,16 +17,16 @@ from dpo_recipes.data import get_recipe, load_preference_splits
 from dpo_recipes.data.tokens import completion_batch, trl_token_ids
 from dpo_recipes.evaluation import (
     as_reference,
-    compare_with_reference,
+    compare_across_temperatures,
     generate,
     generate_ids,
-    get_judge,
     kl_to_reference,
     mean_and_stderr,
     unique_prompts,
 )
 from dpo_recipes.files import atomic_write_text
-from dpo_recipes.reporting import pyplot, save_figure, side_by_side
+from dpo_recipes.judges import get_judge
+from dpo_recipes.reporting import pyplot, save_figure, side_by_side, temperature_table
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
 SECTION_START, SECTION_END = "<!-- dpo-recipes evaluate -->", "<!-- /dpo-recipes evaluate -->"
@@ -81,7 +81,7 @@ def implicit_reward(model, tokenizer, rows: list[dict], beta: float, ref_model=N
 
 def evaluate_run(
     run_dir: str | Path,
-    judge: str = "toy-world",
+    judge: str | None = None,
     temperatures=TEMPERATURES,
     n_prompts: int = 100,
     max_new_tokens: int = 48,
@@ -92,7 +92,8 @@ def evaluate_run(
     split: str | None = None,
     max_pairs: int | None = None,
 ) -> dict:
-    """Everything in the module docstring, for the run in ``run_dir``; the held-out data default to the run's."""
+    """Everything in the module docstring, for the run in ``run_dir``; the judge and the held-out data default to
+    the run's own."""
     run_dir = Path(run_dir)
     model, ref_model, tokenizer, info = load_run(run_dir, base_model)
     recipe = recipe or info.get("dataset_recipe", "ultrafeedback_binarized")
@@ -100,17 +101,12 @@ def evaluate_run(
     split = split or info.get("test_split") or get_recipe(recipe).splits[-1]
     test = load_preference_splits(dataset, recipe, {"test": split}, max_rows={"test": max_pairs})["test"].dataset
     prompts = unique_prompts(test, n_prompts)
+    judge = judge or info.get("judge") or "toy-world"
     score = get_judge(judge)
-    results = {"run_dir": str(run_dir), "judge": judge, "dataset": dataset, "split": split, "temperatures": []}
-    comparisons = {}
-    for temperature in temperatures:
-        comparison = compare_with_reference(
-            model, tokenizer, prompts, score, ref_model, max_new_tokens, temperature, seed
-        )
-        comparisons[temperature] = comparison
-        results["temperatures"].append({"temperature": temperature, **comparison.summary()})
-    samples = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature=1.0, seed=seed + 1, desc="KL samples")
-    results["kl"] = kl_to_reference(model, tokenizer, prompts, samples, ref_model).as_dict()
+    measured, comparisons = compare_across_temperatures(
+        model, tokenizer, prompts, score, ref_model, temperatures, max_new_tokens, seed
+    )
+    results = {"run_dir": str(run_dir), "judge": judge, "dataset": dataset, "split": split, **measured}
     beta = info.get("beta", 0.1)
     results["implicit_reward"] = {"beta": beta, **implicit_reward(model, tokenizer, test.to_list(), beta, ref_model)}
     atomic_write_text(run_dir / "evaluation.json", json.dumps(results, indent=2) + "\n")
@@ -183,14 +179,8 @@ def _write_report_section(path: Path, results: dict, comparison) -> None:
         f"Judge `{results['judge']}`; {results['temperatures'][0]['n']} held-out prompts of {results['dataset']}"
         f"[{results['split']}]; ties count ½; 95% Wilson intervals.",
         "",
-        "| temperature | win rate | 95% CI | mean reward policy | mean reward reference "
-        "| mean length policy | mean length reference |",
-        "|---|---|---|---|---|---|---|",
+        temperature_table(results["temperatures"]),
     ]
-    for p in results["temperatures"]:
-        lines.append(f"| {p['temperature']:g} | {p['win_rate']:.3f} | [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] "
-                     f"| {p['mean_reward_policy']:+.3f} | {p['mean_reward_reference']:+.3f} "
-                     f"| {p['mean_length_policy']:.1f} | {p['mean_length_reference']:.1f} |")  # fmt: skip
     lines += [
         "",
         f"KL(policy ‖ reference), sequence level, from {results['temperatures'][0]['n']} policy samples at "

@@ -7,6 +7,8 @@ model), TRL's logs (trainer_state.json), metrics.json, training_curves.png, repo
 (README.md).
 """
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -22,12 +24,15 @@ from dpo_recipes.crosscheck.runner import crosscheck_in_subprocess, setting_from
 from dpo_recipes.data import RecipeError, load_preference_splits
 from dpo_recipes.data.mixing import mix
 from dpo_recipes.errors import ConfigError
-from dpo_recipes.evaluation import compare_with_reference, get_judge, unique_prompts
-from dpo_recipes.files import atomic_path
+from dpo_recipes.evaluation import compare_across_temperatures, unique_prompts
+from dpo_recipes.files import atomic_path, follow_umask
+from dpo_recipes.judges import get_judge
 from dpo_recipes.model_card import policy_kind, write_model_card
 from dpo_recipes.models import build_dpo_trainer
-from dpo_recipes.preflight import check_data, check_run
+from dpo_recipes.monitoring import LikelihoodDisplacementMonitor
+from dpo_recipes.preflight import check_data, check_run, evaluates_on_train_rows, recipe_options
 from dpo_recipes.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
+from dpo_recipes.runtime import configure_threads, stop_with_launcher
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,26 @@ class RecipeArguments(ScriptArguments):
         metadata={"help": "Judge scoring policy vs reference answers for the win rate ('toy-world'); unset: skip."},
     )
     win_rate_prompts: int = field(default=100, metadata={"help": "Held-out prompts answered by both models."})
+    eval_pairs: int | None = field(
+        default=None,
+        metadata={"help": "Held-out pairs TRL's evaluate() scores before and after training (the first N of the "
+                  "test split; default: all). The win rate still takes its prompts from the whole test split."},
+    )  # fmt: skip
+    win_rate_temperatures: list[float] = field(
+        default_factory=lambda: [0.0],
+        metadata={"help": "Temperatures at which both models answer (0 = greedy); KL(π‖π_ref) is measured on the "
+                  "policy's samples at temperature 1."},
+    )  # fmt: skip
+    allow_eval_on_train: bool = field(
+        default=False,
+        metadata={"help": "Allow a test split that reads the same rows as training (one data file, or the same "
+                  "split name twice); its figures are then labelled 'not held out'. Off: such a run is refused."},
+    )  # fmt: skip
+    torch_threads: int | None = field(
+        default=None,
+        metadata={"help": "CPU threads of torch in each process; default: the cores this process may use divided "
+                  "by the processes on this machine (two processes × two threads on two cores stall each other)."},
+    )  # fmt: skip
     max_new_tokens: int = field(default=48, metadata={"help": "Length limit of each answer in the win-rate eval."})
     crosscheck: bool = field(
         default=True,
@@ -81,7 +106,6 @@ def load_splits(script_args: RecipeArguments, seed: int) -> dict:
     """The train/test splits in TRL's format: one dataset through its recipe, or a mixture of several."""
     if script_args.dataset_mixture:
         return mix(script_args.dataset_mixture, script_args.dataset_format, seed, script_args.on_bad_row)
-    options = script_args.dataset_recipe_options or {}
     return load_preference_splits(
         script_args.dataset_name,
         script_args.dataset_recipe,
@@ -92,8 +116,16 @@ def load_splits(script_args: RecipeArguments, seed: int) -> dict:
         fmt=script_args.dataset_format,
         on_bad_row=script_args.on_bad_row,
         streaming=script_args.dataset_streaming,
-        **(json.loads(options) if isinstance(options, str) else options),
+        **recipe_options(script_args),
     )
+
+
+def count_trl_drops(splits: dict, given: dict, trainer) -> None:
+    """TRL drops, without a word, pairs whose prompt leaves no room for a completion within max_length; count
+    them in the split's account so no report says "dropped 0" over fewer pairs than it read."""
+    for role, data in (("train", trainer.train_dataset), ("test", trainer.eval_dataset)):
+        if hasattr(given[role], "__len__") and hasattr(data, "__len__") and len(data) < len(given[role]):
+            splits[role].dropped["prompt fills max_length (dropped by TRL)"] += len(given[role]) - len(data)
 
 
 def name_run(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig) -> None:
@@ -129,25 +161,63 @@ def evaluate_before_training(trainer) -> dict:
     return metrics
 
 
+def trainer_state(folder: Path) -> dict | None:
+    """The trainer state saved in ``folder``, or None when it is missing or does not parse (a save cut off by a
+    kill, or a full disk leaving a 0-byte file): such a checkpoint is incomplete."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and "global_step" in state else None
+
+
 def checkpoint_to_resume(value: str | None, output_dir: str) -> str | None:
     """``--resume_from_checkpoint``: a checkpoint path, or ``last`` for the newest *complete* checkpoint in the
-    output directory. transformers writes trainer_state.json last, so a checkpoint without it was cut off
-    while being written (a kill mid-save); it is skipped with a warning, never resumed from."""
+    output directory. transformers writes trainer_state.json last, so a checkpoint whose state is missing or
+    unreadable was cut off while being written; it is skipped with a warning, never resumed from. A run that
+    already finished is not trained again."""
     if value is None:
         return None
     if str(value).lower() not in ("last", "true"):
-        if not (Path(value) / "trainer_state.json").is_file():
-            raise ConfigError(f"checkpoint {value!r} is missing or incomplete (no trainer_state.json)")
+        if trainer_state(Path(value)) is None:
+            raise ConfigError(f"checkpoint {value!r} is missing or incomplete (no readable trainer_state.json)")
         return value
+    finished = trainer_state(Path(output_dir)) if (Path(output_dir) / "metrics.json").is_file() else None
+    if finished is not None:
+        raise ConfigError(f"the run in {output_dir!r} already finished at step {finished['global_step']} "
+                          "(metrics.json holds its results): nothing to resume. To train further, start a new run "
+                          "with another --output_dir")  # fmt: skip
     found = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda path: int(path.name.rsplit("-", 1)[-1]))
-    for partial in (path for path in found if not (path / "trainer_state.json").is_file()):
-        logger.warning("Ignoring %s: it has no trainer_state.json, so it was cut off while being written", partial)
-    complete = [path for path in found if (path / "trainer_state.json").is_file()]
+    complete = [path for path in found if trainer_state(path) is not None]
+    for partial in sorted(set(found) - set(complete)):
+        logger.warning("Ignoring %s: its trainer_state.json is missing or unreadable (cut off while written)", partial)
     if not complete:
         logger.warning("No complete checkpoint in %s: training from the start", output_dir)
         return None
     logger.info("Resuming from %s", complete[-1])
     return str(complete[-1])
+
+
+@contextlib.contextmanager
+def output_dir_lock(output_dir: str):
+    """One run at a time per output directory: a second run into the same directory fails at once instead of
+    mixing its files with the first's. Only the main process (RANK 0) takes the lock; the OS frees it when the
+    process ends, however it ends."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(output_dir) / ".dpo-recipes.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            handle.seek(0)
+            raise ConfigError(f"output_dir {output_dir!r} is in use by another run (process {handle.read().strip()}); "
+                              "wait for it or choose another --output_dir") from error  # fmt: skip
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 def save_final_model(trainer, output_dir: str) -> None:
@@ -160,6 +230,8 @@ def save_final_model(trainer, output_dir: str) -> None:
     trainer.save_model(str(scratch))  # every process takes part (sharded weights are gathered here)
     if trainer.accelerator.is_main_process:
         for item in scratch.iterdir():
+            if item.is_file():
+                follow_umask(item)
             os.replace(item, Path(output_dir) / item.name)
         scratch.rmdir()
         with atomic_path(Path(output_dir) / "trainer_state.json") as state:
@@ -168,15 +240,28 @@ def save_final_model(trainer, output_dir: str) -> None:
 
 
 def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
-    started = time.time()
     name_run(script_args, training_args, model_args)
     check_run(script_args, training_args, model_args)  # seconds, before any weights or data load
+    with output_dir_lock(training_args.output_dir):
+        return run(script_args, training_args, model_args)
+
+
+def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
+    """Data → trainer → training → outputs (``main`` checks the settings and locks the output directory)."""
+    started = time.time()
+    threads = configure_threads(script_args.torch_threads)
     resume = checkpoint_to_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     splits = load_splits(script_args, training_args.seed)
     check_data(splits)
     train, test = splits["train"].dataset, splits["test"].dataset
-    trainer = build_dpo_trainer(model_args, training_args, train, test)
+    scored = test.select(range(min(script_args.eval_pairs, len(test)))) if script_args.eval_pairs else test
+    trainer = build_dpo_trainer(model_args, training_args, train, scored)
+    count_trl_drops(splits, {"train": train, "test": scored}, trainer)
+    if evaluates_on_train_rows(script_args):
+        splits["test"].note = "NOT held out: the same rows as the train split (allow_eval_on_train)"
     name_tensorboard_dir(trainer, training_args)
+    monitor = LikelihoodDisplacementMonitor(training_args.beta)
+    trainer.add_callback(monitor)
 
     logger.info("Held-out evaluation before training (policy = reference)")
     eval_before = evaluate_before_training(trainer)
@@ -189,17 +274,20 @@ def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mod
     if not trainer.accelerator.is_main_process:
         return {}
 
-    comparison, win_rate = None, {"skipped": "no judge configured (set --judge)"}
+    comparisons, win_rate = {}, {"skipped": "no judge configured (set --judge)"}
     if script_args.judge:
-        comparison = compare_with_reference(
+        measured, comparisons = compare_across_temperatures(
             trainer.accelerator.unwrap_model(trainer.model),
             trainer.processing_class,
             unique_prompts(test, script_args.win_rate_prompts),
             get_judge(script_args.judge),
             ref_model=trainer.ref_model,
+            temperatures=sorted(set(script_args.win_rate_temperatures)),
             max_new_tokens=script_args.max_new_tokens,
+            seed=training_args.seed,
         )
-        win_rate = {"judge": script_args.judge, **comparison.summary()}
+        first = measured["temperatures"][0]
+        win_rate = {"judge": script_args.judge, **first, **measured}
 
     metrics = {
         "run": {
@@ -214,18 +302,23 @@ def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mod
             "beta": training_args.beta,
             "learning_rate": training_args.learning_rate,
             "world_size": training_args.world_size,
+            "judge": script_args.judge,
         },
         "data": {role: split.describe(role) for role, split in splits.items()},
+        "eval_pairs": len(trainer.eval_dataset),
         "eval_before": eval_before,
         "eval_after": eval_after,
         "train": {"global_step": trainer.state.global_step, **train_result.metrics},
         "win_rate": win_rate,
+        "likelihood_displacement": monitor.summary(),
+        "torch_threads": threads,
         "wall_time_s": {"train": train_seconds, "total": time.time() - started},
     }
     output_dir = training_args.output_dir
     write_metrics(f"{output_dir}/metrics.json", metrics)
     plot_training_curves(trainer.state.log_history, f"{output_dir}/training_curves.png")
-    write_report(f"{output_dir}/report.md", metrics, comparison)
+    monitor.plot(f"{output_dir}/likelihood_displacement.png")
+    write_report(f"{output_dir}/report.md", metrics, comparisons)
     verdict = {"skipped": "--crosscheck false"}
     if script_args.crosscheck:
         setting = setting_from_config(training_args.to_dict())
@@ -248,6 +341,7 @@ def make_parser(**kwargs) -> TrlParser:
 def run_from_command_line(argv: list[str] | None = None, prog: str | None = None) -> dict:
     """Parse flags (and --config), train; a bad dataset, model or setting ends in one line naming it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop_with_launcher()
     parser = make_parser(prog=prog) if prog else make_parser()
     try:
         return main(*parser.parse_args_and_config(argv))

@@ -5,6 +5,8 @@ temperature 1 (ground-truth reward and KL to the reference) and each final polic
 temperatures. The reference and best-of-n sampling from it are the non-DPO comparison on the same plot.
 
     python recipes/beta_sweep.py                      # tiny preset, β = 0.1, 0.3, 1, 3, learning rate 2e-4
+    python recipes/beta_sweep.py --config recipes/zephyr_style/smollm2.yaml --learning_rate 5e-4 \
+        --betas 0.1,0.5 --checkpoints 2 --n_prompts 64 --best_of 2,4 --temperatures 0,1   # the real model
     python recipes/beta_sweep.py --betas 0.05,0.5 -- --num_train_epochs 2   # flags after -- go to every run
 
 Writes, in --output_dir: one run directory per β, frontier.png, win_rate_vs_temperature.png, sweep.json and
@@ -23,8 +25,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dpo_recipes import embedded
 from dpo_recipes.data import load_preference_splits
-from dpo_recipes.evaluation import get_judge, unique_prompts
+from dpo_recipes.evaluation import unique_prompts
 from dpo_recipes.files import atomic_write_text
+from dpo_recipes.judges import get_judge
 from dpo_recipes.run_eval import (
     best_of_n_point,
     evaluate_run,
@@ -51,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--best_of", default="2,4,8,16", help="n values of the best-of-n comparison")
     parser.add_argument("--temperatures", default="0,0.25,0.5,0.75,1.0", help="temperatures of the win-rate curves")
     parser.add_argument("--max_new_tokens", type=int, default=48, help="length limit of every sample")
-    parser.add_argument("--judge", default="toy-world", help="the ground-truth judge")
+    parser.add_argument("--judge", help="the ground-truth judge (default: the preset's judge, else toy-world)")
     parser.add_argument("recipe_flags", nargs="*", help="extra flags for every run, after --, e.g. -- --max_steps 40")
     return parser.parse_args(argv)
 
@@ -83,6 +86,7 @@ def main(args: argparse.Namespace) -> dict:
     info = next(iter(runs.values()))["run"]
     tokenizer = AutoTokenizer.from_pretrained(embedded.resolve(info["model"]))
     test = load_preference_splits(info["dataset"], info["dataset_recipe"], {"test": info["test_split"]})["test"]
+    args.judge = args.judge or info.get("judge") or "toy-world"
     prompts, judge = unique_prompts(test.dataset, args.n_prompts), get_judge(args.judge)
 
     def base():

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import re
 
 import pytest
 import torch
@@ -152,3 +153,28 @@ def test_train_help_is_the_recipe_parser(capsys):
     assert out.startswith("usage: dpo-recipes train")
     for option in ("--dataset_recipe", "--beta", "--load_in_4bit", "--crosscheck", "--report_to", "--config"):
         assert option in out
+
+
+def test_model_card_shows_hostile_names_as_text_and_its_snippet_loads_the_run():
+    import ast
+
+    from dpo_recipes.model_card import render
+
+    evil = 'data/"); import os; os.system("x") #<img src=x onerror=alert(1)>`**bold**`|col'
+    out_dir = 'runs/it\'s "here"\nnext'
+    metrics = {
+        "run": {"model": "m", "dataset": evil, "dataset_recipe": "plain", "loss_type": ["sigmoid"], "beta": 0.1},
+        "data": {"train": f"{evil}[train]: read 2 rows", "test": f"{evil}[test]: read 1 rows"},
+        "eval_before": {}, "eval_after": {}, "train": {"global_step": 1}, "wall_time_s": {"train": 1.0},
+        "win_rate": {"skipped": "no judge"},
+    }  # fmt: skip
+    card = render(metrics, RecipeArguments(dataset_name=evil), DPOConfig(output_dir=out_dir, bf16=False, use_cpu=True),
+                  ModelConfig(model_name_or_path="m", use_peft=True), None)  # fmt: skip
+    body = card.split("---\n", 2)[2]
+    outside_code = re.sub(r"(`+).*?\1", "", re.sub(r"```.*?\n```", "", body, flags=re.S))  # code shows as text
+    assert "<img" not in outside_code and "&lt;img src=x onerror=alert\\(1\\)&gt;" in outside_code
+    assert "\n**bold**" not in body and "``data/" in body  # inside a code span fenced by two backticks
+    assert _front_matter(card)["datasets"] == [evil]
+    snippet = body.split("```python\n")[1].split("```")[0]
+    call = [node for node in ast.walk(ast.parse(snippet)) if isinstance(node, ast.Call)][-1]
+    assert ast.literal_eval(call.args[0]) == out_dir  # the path as a literal: nothing in it runs

@@ -7,11 +7,10 @@ from dpo_recipes.evaluation import (
     as_reference,
     compare_with_reference,
     generate,
-    get_judge,
-    toy_world_judge,
     unique_prompts,
     win_rate,
 )
+from dpo_recipes.judges import get_judge, toy_world_judge
 
 
 def test_win_rate_counts_ties_as_half():

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def test_all_pairs_dropped_is_an_error_before_training(tmp_path, tiny_sft_path):
     row = {"prompt": "Hi", "chosen": [user, {"role": "assistant", "content": "A"}], "score_chosen": 5.0,
            "rejected": [user, {"role": "assistant", "content": "B"}], "score_rejected": 5.0}  # fmt: skip
     data.write_text(json.dumps(row) + "\n")
-    splits = ["--dataset_train_split", "train", "--dataset_test_split", "train"]
+    splits = ["--dataset_train_split", "train", "--dataset_test_split", "train", "--allow_eval_on_train", "true"]
     _fails_fast(["--dataset_name", str(data), *splits, "--output_dir", str(tmp_path / "run")],
                 r"no usable pairs in the train split: .*1 tied scores")  # fmt: skip
 
@@ -150,3 +151,114 @@ def test_outputs_are_safetensors_and_carry_no_secrets(tmp_path, tiny_sft_path):
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in (".md", ".json", ".txt", ".jinja"):
             assert secret not in path.read_text(errors="replace"), path
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--beta", "-0.3"], r"beta -0.3 must be > 0: .* trains the reverse preference"),
+        (["--beta", "0"], r"beta 0 must be > 0"),
+        (["--learning_rate=-1e-4"], r"learning_rate -0.0001 must be > 0"),
+        (["--max_length", "1"], r"max_length 1 cannot hold a prompt and an answer: .* \(valid: ≥ \d+, or unset\)"),
+        (["--label_smoothing", "0.7"], r"label_smoothing 0.7 must be in \[0, 0.5\)"),
+        (["--judge", "toy-world", "--win_rate_temperatures", "-1"], r"win_rate_temperatures \[-1.0\] must be ≥ 0"),
+        (["--judge", "toy-world", "--win_rate_prompts", "0"], r"win_rate_prompts 0 must be ≥ 1"),
+        (["--on_bad_row", "ignore"], r"on_bad_row 'ignore' must be one of error, skip"),
+        (["--torch_threads", "0"], r"torch_threads 0 must be ≥ 1"),
+        (["--dataset_recipe_options", '{"keep_ties": "false"}'],
+         r"option 'keep_ties' must be true/false, got str 'false'"),
+        (["--dataset_recipe_options", "{keep_tie: true}"],
+         r"recipe 'ultrafeedback_binarized' has no option 'keep_tie'; its options: keep_ties \(true/false\)"),
+        (["--dataset_recipe_options", "{keep_ties: [oops"], r"dataset_recipe_options .* is neither YAML nor JSON"),
+    ],
+)  # fmt: skip
+def test_meaningless_settings_are_refused_before_any_weights_load(tmp_path, tiny_sft_path, argv, match):
+    with pytest.raises(SystemExit, match=match):
+        run_from_command_line(["--config", TINY, *QUIET, *argv, "--output_dir", str(tmp_path)])
+    assert not (tmp_path / "adapter_model.safetensors").exists()
+
+
+def test_recipe_options_as_a_yaml_mapping_are_read(tmp_path):
+    from dpo_recipes.preflight import recipe_options
+
+    config = tmp_path / "preset.yaml"
+    config.write_text(Path(TINY).read_text() + "\ndataset_recipe_options:\n  keep_ties: true\n")
+    script_args, _, _ = make_parser().parse_args_and_config(["--config", str(config)])
+    assert recipe_options(script_args) == {"keep_ties": True}
+    script_args, _, _ = make_parser().parse_args_and_config(["--config", TINY, "--dataset_recipe_options",
+                                                             "keep_ties: true"])  # fmt: skip
+    assert recipe_options(script_args) == {"keep_ties": True}
+
+
+def test_a_test_split_that_reads_the_training_rows_is_refused(tmp_path, tiny_sft_path):
+    data = tmp_path / "pairs.jsonl"
+    user = {"role": "user", "content": "Hi"}
+    row = {"prompt": "Hi", "chosen": [user, {"role": "assistant", "content": "Hello"}],
+           "rejected": [user, {"role": "assistant", "content": "Go"}]}  # fmt: skip
+    data.write_text(json.dumps(row) + "\n")
+    for splits in (["--dataset_test_split", "test"], ["--dataset_train_split", "x", "--dataset_test_split", "x"]):
+        _fails_fast(["--dataset_name", str(data), *splits, "--output_dir", str(tmp_path / "run")],
+                    r"the test split would read the training rows .* --allow_eval_on_train true")  # fmt: skip
+    _fails_fast(["--dataset_train_split", "train_prefs", "--dataset_test_split", "train_prefs", "--output_dir",
+                 str(tmp_path / "run")], r"would read the training rows of 'dpo-recipes/toy-world'")  # fmt: skip
+
+
+def test_incomplete_checkpoints_and_finished_runs_are_not_resumed(tmp_path):
+    from dpo_recipes.errors import ConfigError
+    from dpo_recipes.train import checkpoint_to_resume
+
+    for step, state in ((5, '{"global_step": 5}'), (10, ""), (15, '{"global_step": 1')):  # 0-byte, cut off
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert checkpoint_to_resume("last", str(tmp_path)) == str(tmp_path / "checkpoint-5")
+    with pytest.raises(ConfigError, match="no readable trainer_state.json"):
+        checkpoint_to_resume(str(tmp_path / "checkpoint-10"), str(tmp_path))
+    (tmp_path / "trainer_state.json").write_text('{"global_step": 30}')
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already finished at step 30 .* nothing to resume"):
+        checkpoint_to_resume("last", str(tmp_path))
+
+
+def test_a_second_run_into_a_busy_output_dir_fails_at_once(tmp_path):
+    from dpo_recipes.errors import ConfigError
+    from dpo_recipes.train import output_dir_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from dpo_recipes.train import output_dir_lock\n"
+        f"with output_dir_lock({str(tmp_path)!r}):\n    print('locked', flush=True); time.sleep(60)"
+    )], cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        busy = pytest.raises(ConfigError, match=rf"in use by another run \(process {holder.pid}\)")
+        with busy, output_dir_lock(str(tmp_path)):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with output_dir_lock(str(tmp_path)):  # freed when its holder died, even by SIGKILL
+        pass
+
+
+@pytest.mark.slow
+def test_sigterm_to_accelerate_launch_stops_the_training_process(tmp_path, tiny_sft_path):
+    import psutil
+
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "1", "--num_machines",
+               "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "zephyr_style.py"),
+               "--config", TINY, *QUIET, "--max_steps", "100000", "--save_strategy", "no", "--torch_threads", "1",
+               "--output_dir", str(tmp_path)]  # fmt: skip
+    launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in launcher.stdout:  # wait until training has started
+            if "Held-out evaluation before training" in line:
+                break
+        children = psutil.Process(launcher.pid).children(recursive=True)
+        assert children, "accelerate launch started no training process"
+        launcher.send_signal(signal.SIGTERM)  # the parent only, as a scheduler or `kill PID` would
+        launcher.wait(timeout=30)
+        gone, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"training processes outlived their launcher: {[p.pid for p in alive]}"
+    finally:
+        for process in psutil.Process().children(recursive=True):
+            process.kill()
+    assert not (tmp_path / "adapter_model.safetensors").exists()  # stopped mid-run: nothing final published

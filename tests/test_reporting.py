@@ -47,12 +47,15 @@ def test_report_and_metrics_carry_the_computed_numbers(tmp_path):
         policy_rewards=[3.0, -1.0],
         reference_rewards=[1.0, -1.0],
     )
-    metrics = _metrics({"judge": "toy-world", **comparison.summary()})
+    greedy = {"temperature": 0.0, **comparison.summary()}
+    kl = {"mean": 0.25, "stderr": 0.05}
+    metrics = _metrics({"judge": "toy-world", **greedy, "temperatures": [greedy], "kl": kl})
     write_metrics(tmp_path / "metrics.json", metrics)
     assert json.loads((tmp_path / "metrics.json").read_text())["win_rate"]["win_rate"] == 0.75
-    report = write_report(tmp_path / "report.md", metrics, comparison).read_text()
+    report = write_report(tmp_path / "report.md", metrics, {0.0: comparison}).read_text()
     assert "| rewards/accuracies | 0.000 | 0.875 |" in report
-    assert "**0.750** | 1 | 1 | 0 |" in report
+    assert "| 0 | **0.750** | [" in report and "| +1.000 | +0.000 | 4.0 | 2.5 | 1.00 | 0.50 |" in report
+    assert "**0.25 ± 0.05** nats" in report
     assert "A \\| pipe" in side_by_side(comparison) and "(empty)" in side_by_side(comparison)
     summary = summary_paragraph(metrics, "out")
     assert "87.5%" in summary and "75.0% of 2" in summary
@@ -60,6 +63,6 @@ def test_report_and_metrics_carry_the_computed_numbers(tmp_path):
 
 def test_report_says_why_win_rate_is_missing(tmp_path):
     metrics = _metrics({"skipped": "no judge configured (set --judge)"})
-    report = write_report(tmp_path / "report.md", metrics, None).read_text()
+    report = write_report(tmp_path / "report.md", metrics, {}).read_text()
     assert "Not measured: no judge configured" in report
     assert "was not compared with the reference" in summary_paragraph(metrics, "out")

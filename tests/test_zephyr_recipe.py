@@ -58,7 +58,8 @@ def test_recipe_trains_on_another_dataset_recipe_in_standard_format(tmp_path, ti
     hh = str(REPO / "tests" / "fixtures" / "hh_rlhf.jsonl")
     args = recipe.make_parser().parse_args_and_config(
         ["--config", TINY, "--output_dir", str(tmp_path), "--dataset_name", hh, "--dataset_recipe", "hh_rlhf",
-         "--dataset_train_split", "train", "--dataset_test_split", "train", "--dataset_format", "standard",
+         "--dataset_train_split", "train", "--dataset_test_split", "train", "--allow_eval_on_train", "true",
+         "--dataset_format", "standard",
          "--on_bad_row", "skip", "--judge", "", "--max_steps", "2", "--per_device_train_batch_size", "2",
          "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "1"]
     )  # fmt: skip
@@ -68,6 +69,7 @@ def test_recipe_trains_on_another_dataset_recipe_in_standard_format(tmp_path, ti
         "turn, 1 bad rejected: the final assistant reply is empty, 1 bad chosen: transcript does not start with "
         "'\\n\\nHuman:')"
     )
+    assert metrics["data"]["test"].endswith("; NOT held out: the same rows as the train split (allow_eval_on_train)")
     assert metrics["train"]["global_step"] == 2 and math.isfinite(metrics["eval_after"]["eval_loss"])
     assert metrics["win_rate"] == {"skipped": "no judge configured (set --judge)"}
     assert "Not measured: no judge configured" in (tmp_path / "report.md").read_text()

@@ -10,7 +10,10 @@ or, with ``on_bad_row="skip"``, into a counted drop.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import types
+import typing
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +56,50 @@ class DatasetRecipe:
     def summary(self) -> str:
         return (self.convert.__doc__ or "").strip().splitlines()[0]
 
+    def options(self) -> dict[str, tuple]:
+        """Every option of the recipe (keyword parameters of its functions) → the types it accepts."""
+        accepted = {}
+        for function in (self.convert, self.drop_reason, self.regroup):
+            if function is None:
+                continue
+            hints = typing.get_type_hints(function)
+            parameters = list(inspect.signature(function).parameters.values())[1:]  # after the row (or dataset)
+            for name in (p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
+                if name != "fmt":
+                    hint = hints.get(name, object)
+                    accepted[name] = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        return accepted
+
+    def check_options(self, options: dict) -> None:
+        """Options are typed and strict: an unknown name or a value of the wrong type (the string "false" for a
+        boolean, say) is an error that lists what the recipe accepts, never silently taken."""
+        accepted = self.options()
+        described = ", ".join(f"{name} ({_type_names(types_)})" for name, types_ in sorted(accepted.items()))
+        for name, value in options.items():
+            if name not in accepted:
+                raise RecipeError(f"recipe {self.name!r} has no option {name!r}; its options: {described or 'none'}")
+            if not _accepts(accepted[name], value):
+                raise RecipeError(f"recipe {self.name!r}: option {name!r} must be {_type_names(accepted[name])}, got "
+                                  f"{type(value).__name__} {value!r}")  # fmt: skip
+
+
+def _accepts(accepted: tuple, value) -> bool:
+    """isinstance, except that a bool is not a number and an int is a float."""
+    for kind in accepted:
+        if kind is object or (value is None and kind is type(None)):
+            return True
+        if isinstance(value, bool):
+            if kind is bool:
+                return True
+        elif kind is float and isinstance(value, (int, float)) or kind is not bool and isinstance(value, kind):
+            return True
+    return False
+
+
+def _type_names(accepted: tuple) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    return " or ".join(names.get(kind, getattr(kind, "__name__", str(kind))) for kind in accepted)
+
 
 RECIPES: dict[str, DatasetRecipe] = {}
 
@@ -85,6 +132,7 @@ class PreparedSplit:
     dataset: Dataset | IterableDataset
     rows_read: int
     dropped: Counter = field(default_factory=Counter)
+    note: str = ""  # said after the account, e.g. that a test split is not held out
 
     @property
     def rows_kept(self) -> int:
@@ -93,7 +141,8 @@ class PreparedSplit:
     def describe(self, label: str) -> str:
         reasons = ", ".join(f"{count} {reason}" for reason, count in self.dropped.most_common()) or "none"
         dropped = sum(self.dropped.values())
-        return f"{label}: read {self.rows_read} rows, kept {self.rows_kept}, dropped {dropped} ({reasons})"
+        note = f"; {self.note}" if self.note else ""
+        return f"{label}: read {self.rows_read} rows, kept {self.rows_kept}, dropped {dropped} ({reasons}){note}"
 
 
 IDENTICAL = "chosen == rejected (no preference)"  # a drop, counted: the pair has no preference to learn
@@ -115,6 +164,7 @@ def prepare(
         raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
     if on_bad_row not in BAD_ROW_POLICIES:
         raise ValueError(f"unknown on_bad_row {on_bad_row!r}; choose one of {BAD_ROW_POLICIES}")
+    recipe.check_options(options)
     if recipe.regroup:
         raw = recipe.regroup(raw, **options)
 

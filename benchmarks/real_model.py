@@ -1,0 +1,161 @@
+"""The real model's DPO step: SmolLM2-135M-Instruct on its own judged review pairs (the main job's data).
+
+    python benchmarks/real_model.py                       # CPU: the main job's policy and its alternatives
+    python benchmarks/real_model.py --device cuda         # a GPU: adds full fine-tuning and bf16
+
+Each variant runs in its own process (so peak memory is its own): TRL's DPOTrainer for 1 warm-up and ``--steps``
+timed steps at batch ``--batch``. Reported: seconds per step, real (non-padding) tokens per second, peak memory
+(resident set on CPU, ``torch.cuda.max_memory_allocated`` on a GPU), and achieved FLOP/s against this machine's
+measured matmul peak (fp32 on CPU, bf16 on a GPU). FLOPs counted as in efficiency.py: 2·N per token forward,
+4·N backward, N = 134.5M parameters, padding included (the hardware computes on it); a LoRA step still runs the
+full backward through the activations (2·N·T for the input gradients) but not the weight gradients, so it is
+counted as 2·N (reference) + 2·N (policy forward) + 2·N (input gradients) per token, the full fine-tune as
+8·N. With ``--random-weights`` the model is built from the checkpoint's config with random weights: speed
+and memory do not depend on the values (for a machine that has the config and tokenizer but not the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+TOP_10 = r".*\.layers\.(2[0-9])\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj"
+ALL_LINEAR = r".*\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj"
+VARIANTS = {  # name -> (ModelConfig keywords, DPOConfig keywords, FLOPs per token in units of N)
+    "lora, all 30 blocks": (dict(use_peft=True, lora_target_modules=ALL_LINEAR), {}, 6),
+    "lora, top 10 blocks (main job)": (dict(use_peft=True, lora_target_modules=TOP_10), {}, 6),
+    "lora, top 10 blocks + cached reference": (dict(use_peft=True, lora_target_modules=TOP_10),
+                                               dict(precompute_ref_log_probs=True), 4),
+    "qlora (NF4), all 30 blocks": (dict(use_peft=True, lora_target_modules=ALL_LINEAR, load_in_4bit=True), {}, 6),
+}  # fmt: skip
+GPU_VARIANTS = {
+    "full fine-tune": (dict(), {}, 8),
+    "lora, all 30 blocks, bf16": (dict(use_peft=True, lora_target_modules=ALL_LINEAR, dtype="bfloat16"),
+                                  dict(bf16=True), 6),
+}  # fmt: skip
+
+
+def matmul_peak(device: str) -> float:
+    import torch
+
+    n, dtype = (8192, torch.bfloat16) if device == "cuda" else (2048, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(10):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best
+
+
+def model_and_pairs(args) -> tuple[str, object]:
+    from dpo_recipes import embedded
+    from dpo_recipes.data import load_preference_splits
+
+    model = args.model or embedded.resolve(embedded.SMOLLM2)
+    pairs = args.pairs or embedded.resolve(embedded.REVIEW_PAIRS)
+    if args.random_weights:  # same config and tokenizer, random weights, saved where TRL can load them
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        target = Path(args.random_weights)
+        if not (target / "model.safetensors").is_file():
+            torch.manual_seed(0)
+            AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model)).save_pretrained(target)
+            AutoTokenizer.from_pretrained(model).save_pretrained(target)
+        model = str(target)
+    split = load_preference_splits(pairs, "ultrafeedback_binarized", {"train": "train_prefs"})["train"].dataset
+    return model, split
+
+
+def run_variant(args) -> dict:
+    import common
+    import torch
+    from trl import DPOConfig, ModelConfig
+
+    from dpo_recipes.models import build_dpo_trainer
+
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    variants = {**VARIANTS, **GPU_VARIANTS}
+    model_kw, dpo_kw, flops_per_n = variants[args.variant]
+    model, pairs = model_and_pairs(args)
+    steps = 1 + args.steps
+    clock = common.StepClock()
+    dpo = DPOConfig(output_dir="/tmp/dpo-bench-real", per_device_train_batch_size=args.batch, max_steps=steps,
+                    max_length=128, use_cpu=args.device == "cpu", report_to="none", save_strategy="no",
+                    logging_steps=10**6, bf16=dpo_kw.pop("bf16", False), **dpo_kw)  # fmt: skip
+    model_args = ModelConfig(model_name_or_path=model, dtype=model_kw.pop("dtype", "float32"), lora_r=16,
+                             lora_alpha=32, **model_kw)  # fmt: skip
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer = build_dpo_trainer(model_args, dpo, pairs.select(range(args.batch * steps)), callbacks=[clock])
+    padded, real = [], []
+    for batch in trainer.get_train_dataloader():
+        padded.append(batch["attention_mask"].numel())
+        real.append(int(batch["attention_mask"].sum()))
+    trainer.train()
+    seconds, _ = common.median_blocks(clock.stamps, 1, 1)
+    parameters = sum(p.numel() for p in trainer.model.parameters())
+    if model_kw.get("load_in_4bit"):  # 4-bit weights count as packed bytes in numel(): count the model's size
+        parameters = 134_515_008
+    tokens = sorted(padded[1:])[len(padded[1:]) // 2]
+    peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss * 1024  # fmt: skip
+    return {"variant": args.variant, "s/step": seconds, "tokens_per_step": tokens,
+            "real_tokens/s": sum(real[1:]) / len(real[1:]) / seconds, "real_token_share": sum(real) / sum(padded),
+            "flop/s": flops_per_n * parameters * tokens / seconds, "peak_memory_mib": peak / 2**20}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the steps run")
+    parser.add_argument("--batch", type=int, default=4, help="pairs per step (the main job's is 4)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--model", help="model directory (default: the embedded SmolLM2 checkpoint)")
+    parser.add_argument("--pairs", help="pairs directory (default: the embedded review pairs)")
+    parser.add_argument("--random-weights", help="build the model with random weights into this directory")
+    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # one variant, in a child process
+    args = parser.parse_args()
+    if args.variant:
+        print("RESULT " + json.dumps(run_variant(args)), flush=True)
+        return
+    variants = [*VARIANTS, *(GPU_VARIANTS if args.device == "cuda" else [])]
+    forwarded = [a for a in sys.argv[1:] if not a.startswith("--json")]
+    peak, rows = matmul_peak(args.device), []
+    for name in variants:
+        print(f"… {name}", flush=True)
+        done = subprocess.run([sys.executable, __file__, *forwarded, "--variant", name], capture_output=True,
+                              text=True)  # fmt: skip
+        result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode or not result:
+            print(done.stdout[-2000:], done.stderr[-3000:])
+            raise SystemExit(f"variant {name!r} failed")
+        rows.append({**json.loads(result[0][7:]), "matmul_peak": peak})
+    print(f"\nSmolLM2-135M-Instruct DPO step, {args.device}, batch {args.batch} pairs, max_length 128; matmul peak "
+          f"{peak / 1e12:.3g} TFLOP/s ({'bf16' if args.device == 'cuda' else 'fp32'})\n")  # fmt: skip
+    print("| variant | s/step | real tokens/s | peak memory (MiB) | FLOP/s | share of matmul peak |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['variant']} | {row['s/step']:.3f} | {row['real_tokens/s']:.0f} | {row['peak_memory_mib']:.0f} "
+              f"| {row['flop/s'] / 1e9:.1f} G | {row['flop/s'] / peak:.1%} |")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""On-policy preference pairs: sample k answers per prompt from a model, score them with a judge, and keep the
+best against the worst.
+
+This is how DPO data is made when there is a judge but no labels (RLAIF; the sampling step of iterative and
+online DPO): the pairs come from the model's own distribution, so DPO moves it within what it already says.
+The pairs are written in the raw schema of HuggingFaceH4/ultrafeedback_binarized (``prompt``, ``prompt_id``,
+``chosen``/``rejected``/``messages`` as message lists, ``score_chosen``/``score_rejected``), as
+``data/{split}-00000-of-00001.parquet``, so the existing ``ultrafeedback_binarized`` recipe reads them, and
+ties are dropped and counted there too. ``pairs.json`` beside the data records the settings and the account.
+
+A built-in prompt generator (``builtin:reviews``) asks for one-sentence reviews of everyday things, the
+offline analogue of the DPO paper's IMDb prompts; its held-out prompts are about *things* never used for
+training pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dpo_recipes.errors import ConfigError
+from dpo_recipes.files import atomic_directory
+
+if TYPE_CHECKING:
+    from dpo_recipes.judges import Judge, Messages
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_REVIEWS = "builtin:reviews"
+TEMPLATES = (
+    "Write a one-sentence review of {}.",
+    "In one sentence, what do you think of {}?",
+    "Describe {} in a single sentence.",
+    "Give me your one-sentence opinion of {}.",
+)
+QUALIFIERS = ("the new", "the old", "a cheap", "an expensive", "the local", "a popular")
+THINGS = (
+    "coffee shop", "pizza place", "hotel", "train station", "museum", "bookshop", "gym", "bakery",
+    "cinema", "public library", "laptop", "phone", "bicycle", "car", "running shoes", "headphones",
+    "sofa", "umbrella", "backpack", "camera", "theme park", "zoo", "beach resort", "ski lodge",
+    "dentist", "hair salon", "supermarket", "farmers market", "airline", "bus service",
+    "video game", "board game", "novel", "podcast", "comedy show", "music festival",
+    "science museum", "art gallery", "restaurant", "campsite",
+)  # fmt: skip
+HELD_OUT_THINGS = THINGS[-10:]  # prompts about these are never used for training pairs
+
+
+def review_prompts(held_out: bool) -> list[str]:
+    """Every built-in review prompt about the training things, or about the held-out things."""
+    things = HELD_OUT_THINGS if held_out else THINGS[: -len(HELD_OUT_THINGS)]
+    return [template.format(f"{qualifier} {thing}") for thing in things for qualifier in QUALIFIERS
+            for template in TEMPLATES]  # fmt: skip
+
+
+def read_prompts(source: str) -> list[str]:
+    """Prompts from a text file (one per line) or a JSONL file (a ``prompt`` field per line)."""
+    lines = [line for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if source.endswith(".jsonl"):
+        return [json.loads(line)["prompt"] for line in lines]
+    return [line.strip() for line in lines]
+
+
+@dataclass
+class PairSettings:
+    """Everything the pairs depend on (the cache key): model, prompts, sampling and judge."""
+
+    model: str
+    judge: str = "vader"
+    train_prompts: str = BUILTIN_REVIEWS
+    test_prompts: str | None = None  # builtin: its held-out things; a file: its prompts
+    n_train: int | None = 128  # None: every prompt
+    n_test: int | None = 96
+    k: int = 4  # answers sampled per training prompt
+    k_test: int = 2  # per held-out prompt (only the implicit-reward evaluation reads them)
+    temperature: float = 0.7
+    max_new_tokens: int = 48
+    min_gap: float = 0.0  # the best must beat the worst by more than this, else the pair is a counted tie
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def prompts(self, split: str) -> list[str]:
+        """The prompts of a split, a seeded sample of ``n_train``/``n_test`` of them."""
+        source = self.train_prompts if split == "train" else self.test_prompts or self.train_prompts
+        if source == BUILTIN_REVIEWS:
+            prompts = review_prompts(held_out=split == "test")
+        elif split == "test" and self.test_prompts is None:
+            return []
+        else:
+            prompts = read_prompts(source)
+        limit = self.n_train if split == "train" else self.n_test
+        rng = random.Random(f"{self.seed}-{split}")
+        return rng.sample(prompts, limit) if limit is not None and limit < len(prompts) else prompts
+
+
+@dataclass
+class PairAccount:
+    prompts: int = 0
+    samples: int = 0
+    truncated: int = 0  # samples that hit max_new_tokens before the end-of-turn token
+    pairs: int = 0  # written with a real preference
+    ties: int = 0  # best and worst scored the same: written as they are; the recipe drops and counts them
+    below_gap: int = 0  # 0 < best - worst <= min_gap: not written
+    score_mean: float = 0.0
+
+
+def judged_pairs(
+    model,
+    tokenizer,
+    prompts: list[str],
+    judge: Judge,
+    k: int,
+    temperature: float,
+    max_new_tokens: int,
+    min_gap: float = 0.0,
+    seed: int = 0,
+) -> tuple[list[dict], PairAccount]:
+    """For each prompt, ``k`` sampled answers scored by ``judge``; the best is chosen, the worst rejected.
+
+    Scores are written as the judge gave them, so a tie (best = worst) reaches the recipe, which drops and
+    counts it; a pair whose gap is positive but at most ``min_gap`` is left out here and counted.
+    """
+    from dpo_recipes.evaluation import generate_ids
+
+    if k < 2:
+        raise ValueError(f"k = {k}: a pair needs at least 2 answers per prompt")
+    conversations: list[Messages] = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    draws = [generate_ids(model, tokenizer, conversations, max_new_tokens, temperature, seed=seed + draw,
+                          desc=f"Sampling answers {draw + 1}/{k}") for draw in range(k)]  # fmt: skip
+    account, rows = PairAccount(prompts=len(prompts), samples=len(prompts) * k), []
+    scores_seen = []
+    for i, (prompt, conversation) in enumerate(zip(prompts, conversations, strict=True)):
+        ids = [draw[i] for draw in draws]
+        account.truncated += sum(tokenizer.eos_token_id not in answer for answer in ids)
+        answers = [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        scores = [judge(conversation, answer) for answer in answers]
+        scores_seen += scores
+        best, worst = max(range(k), key=scores.__getitem__), min(range(k), key=scores.__getitem__)
+        gap = scores[best] - scores[worst]
+        if 0 < gap <= min_gap:
+            account.below_gap += 1
+            continue
+        account.ties += gap == 0
+        rows.append(_ultrafeedback_row(prompt, answers[best], answers[worst], scores))
+    account.pairs = len(rows) - account.ties
+    account.score_mean = sum(scores_seen) / max(1, len(scores_seen))
+    return rows, account
+
+
+def _ultrafeedback_row(prompt: str, chosen: str, rejected: str, scores: list[float]) -> dict:
+    user = {"role": "user", "content": prompt}
+    chosen_messages = [user, {"role": "assistant", "content": chosen}]
+    return {
+        "prompt": prompt,
+        "prompt_id": hashlib.sha256(prompt.encode()).hexdigest(),
+        "chosen": chosen_messages,
+        "rejected": [user, {"role": "assistant", "content": rejected}],
+        "messages": chosen_messages,
+        "score_chosen": max(scores),
+        "score_rejected": min(scores),
+        "sample_scores": [float(score) for score in scores],
+    }
+
+
+SPLITS = {"train": "train_prefs", "test": "test_prefs"}
+
+
+def build_pairs_dataset(settings: PairSettings, path: Path, model=None, tokenizer=None) -> dict:
+    """Sample, judge and write both splits into ``path`` (a directory the recipes read); return the account."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dpo_recipes import embedded
+    from dpo_recipes.judges import get_judge
+
+    if model is None:
+        location = embedded.resolve(settings.model)
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(location), AutoTokenizer.from_pretrained(location)
+    judge, report = get_judge(settings.judge), {"settings": asdict(settings), "key": settings.key(), "splits": {}}
+    for split, name in SPLITS.items():
+        prompts = settings.prompts(split)
+        if not prompts:
+            continue
+        k = settings.k if split == "train" else settings.k_test
+        rows, account = judged_pairs(model, tokenizer, prompts, judge, k, settings.temperature,
+                                     settings.max_new_tokens, settings.min_gap, settings.seed)  # fmt: skip
+        Dataset.from_list(rows).to_parquet(path / "data" / f"{name}-00000-of-00001.parquet")
+        report["splits"][name] = asdict(account)
+        logger.info("%s: %d prompts × %d answers → %d pairs; %d ties (dropped by the recipe), %d below min_gap; "
+                    "%d answers truncated", name, account.prompts, k, account.pairs, account.ties, account.below_gap,
+                    account.truncated)  # fmt: skip
+    (path / "pairs.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def write_pairs(settings: PairSettings, output_dir: str | Path) -> tuple[dict, bool]:
+    """``build_pairs_dataset`` into ``output_dir``, moved into place whole; a directory already holding pairs
+    made with the same settings is reused (returns its account and True)."""
+    output_dir = Path(output_dir)
+    existing = output_dir / "pairs.json"
+    if existing.is_file():
+        report = json.loads(existing.read_text())
+        if report.get("key") == settings.key():
+            return report, True
+        raise ConfigError(f"{output_dir} holds pairs made with other settings (key {report.get('key')}); "
+                              "choose another --output or remove it")  # fmt: skip
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise ConfigError(f"{output_dir} exists and is not a pairs directory")
+    if output_dir.exists():
+        output_dir.rmdir()
+    with atomic_directory(output_dir) as scratch:
+        report = build_pairs_dataset(settings, scratch)
+    return report, False

@@ -1,0 +1,104 @@
+"""On-policy pairs and the VADER judge: counts, determinism, the recipe reading the result, the cache key."""
+
+import json
+
+import pytest
+
+from dpo_recipes.data import load_preference_splits
+from dpo_recipes.errors import ConfigError
+from dpo_recipes.judges import get_judge, judge_problem, vader_judge
+from dpo_recipes.pairs import HELD_OUT_THINGS, PairSettings, judged_pairs, review_prompts, write_pairs
+
+PROMPT = [{"role": "user", "content": "Write a one-sentence review of the new bakery."}]
+
+
+def test_vader_scores_known_texts_by_sentiment():
+    assert vader_judge(PROMPT, "The bakery is wonderful, friendly and delicious!") > 0.8
+    assert vader_judge(PROMPT, "The bakery is awful, dirty and rude.") < -0.7
+    assert vader_judge(PROMPT, "The bakery opens at nine.") == 0.0
+    assert get_judge("vader") is vader_judge and judge_problem("vader") is None
+
+
+def test_review_prompts_hold_out_whole_things():
+    train, test = review_prompts(held_out=False), review_prompts(held_out=True)
+    assert len(train) == 30 * 6 * 4 and len(test) == 10 * 6 * 4 and len(set(train)) == len(train)
+    assert not set(train) & set(test)
+    assert all(not any(thing in prompt for thing in HELD_OUT_THINGS) for prompt in train)
+
+
+def length_judge(prompt, response: str) -> float:
+    """Longer answers win: a judge the tiny model's answers can vary on (they carry no English sentiment)."""
+    return float(len(response.split()))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_sft_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_sft_path), AutoTokenizer.from_pretrained(tiny_sft_path)
+
+
+def test_judged_pairs_count_and_order_best_against_worst(tiny):
+    model, tokenizer = tiny
+    prompts = [f"What do you think of the {c} fox?" for c in ("red", "blue", "green", "white", "black", "silver")]
+    rows, account = judged_pairs(model, tokenizer, prompts, length_judge, k=3, temperature=1.0, max_new_tokens=12)
+    assert account.prompts == 6 and account.samples == 18
+    assert account.pairs + account.ties == len(rows) == 6 and account.below_gap == 0
+    for row in rows:
+        assert len(row["sample_scores"]) == 3
+        assert row["score_chosen"] == max(row["sample_scores"]) and row["score_rejected"] == min(row["sample_scores"])
+        assert length_judge(None, row["chosen"][-1]["content"]) == row["score_chosen"]
+        assert length_judge(None, row["rejected"][-1]["content"]) == row["score_rejected"]
+        assert row["chosen"][0] == row["rejected"][0] == {"role": "user", "content": row["prompt"]}
+    assert sum(row["score_chosen"] == row["score_rejected"] for row in rows) == account.ties
+    again, _ = judged_pairs(model, tokenizer, prompts, length_judge, k=3, temperature=1.0, max_new_tokens=12)
+    assert again == rows  # seeded: the same pairs every time
+    other, _ = judged_pairs(model, tokenizer, prompts, length_judge, k=3, temperature=1.0, max_new_tokens=12, seed=5)
+    assert other != rows
+    gapped, gap_account = judged_pairs(model, tokenizer, prompts, length_judge, k=3, temperature=1.0,
+                                       max_new_tokens=12, min_gap=100.0)  # fmt: skip
+    assert gapped == [row for row in rows if row["score_chosen"] == row["score_rejected"]]
+    assert gap_account.below_gap == account.pairs
+    with pytest.raises(ValueError, match="at least 2"):
+        judged_pairs(model, tokenizer, prompts, length_judge, k=1, temperature=1.0, max_new_tokens=4)
+
+
+def test_written_pairs_are_read_by_the_recipe_and_reused(tmp_path, tiny_sft_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"What do you think of the {c} whale?\n" for c in ("red", "blue", "green", "gold")))
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text("".join(json.dumps({"prompt": f"What do you think of the {c} lamp?"}) + "\n"
+                                for c in ("red", "blue", "green")))  # fmt: skip
+    settings = PairSettings(model=tiny_sft_path, judge="toy-world", train_prompts=str(prompts),
+                            test_prompts=str(held_out), k=3, max_new_tokens=12, temperature=1.0)  # fmt: skip
+    out = tmp_path / "pairs"
+    report, reused = write_pairs(settings, out)
+    assert not reused and report["key"] == settings.key()
+    train = report["splits"]["train_prefs"]
+    assert train["prompts"] == 4 and train["samples"] == 12 and report["splits"]["test_prefs"]["prompts"] == 3
+    splits = load_preference_splits(str(out), "ultrafeedback_binarized", {"train": "train_prefs", "test": "test_prefs"})
+    assert splits["train"].rows_read == 4 and splits["train"].rows_kept == train["pairs"]
+    assert splits["train"].dropped.get("tied scores", 0) == train["ties"]
+    assert {row["prompt"][0]["content"] for row in splits["test"].dataset} <= {
+        f"What do you think of the {c} lamp?" for c in ("red", "blue", "green")
+    }
+    assert write_pairs(settings, out) == (report, True)  # same settings: the cache is reused
+    with pytest.raises(ConfigError, match="other settings"):
+        write_pairs(PairSettings(**{**settings.__dict__, "k": 2}), out)
+
+
+def test_pairs_command_writes_and_then_reuses(tmp_path, tiny_sft_path, capsys):
+    from dpo_recipes.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What do you think of the red fox?\nWhat do you think of the blue lamp?\n")
+    argv = ["pairs", "--output", str(tmp_path / "out"), "--model", tiny_sft_path, "--judge", "toy-world",
+            "--prompts", str(prompts), "--k", "2", "--max-new-tokens", "8", "--threads", "1"]  # fmt: skip
+    main(argv)
+    first = capsys.readouterr().out
+    assert "train_prefs: 2 prompts →" in first and f"Wrote {tmp_path / 'out'}" in first
+    assert "test_prefs" not in first  # a prompt file without --test-prompts has no held-out split
+    main(argv)
+    assert f"Reused {tmp_path / 'out'}" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown judge 'gpt'"):
+        main([*argv[:-8], "--judge", "gpt", "--output", str(tmp_path / "other"), "--prompts", str(prompts)])

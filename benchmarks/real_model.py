@@ -83,6 +83,7 @@ def model_and_pairs(args) -> tuple[str, object]:
 def run_variant(args) -> dict:
     import common
     import torch
+    from datasets import concatenate_datasets
     from trl import DPOConfig, ModelConfig
 
     from dpo_recipes.models import build_dpo_trainer
@@ -101,7 +102,9 @@ def run_variant(args) -> dict:
                              lora_alpha=32, **model_kw)  # fmt: skip
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer = build_dpo_trainer(model_args, dpo, pairs.select(range(args.batch * steps)), callbacks=[clock])
+    needed = args.batch * steps  # pairs repeat when a run needs more than the 127 there are
+    pairs = concatenate_datasets([pairs] * -(-needed // len(pairs))).select(range(needed))
+    trainer = build_dpo_trainer(model_args, dpo, pairs, callbacks=[clock])
     padded, real = [], []
     for batch in trainer.get_train_dataloader():
         padded.append(batch["attention_mask"].numel())
@@ -135,7 +138,8 @@ def main() -> None:
         print("RESULT " + json.dumps(run_variant(args)), flush=True)
         return
     variants = [*VARIANTS, *(GPU_VARIANTS if args.device == "cuda" else [])]
-    forwarded = [a for a in sys.argv[1:] if not a.startswith("--json")]
+    forwarded = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
+                 if value is not None and key not in ("json", "variant")]  # fmt: skip
     peak, rows = matmul_peak(args.device), []
     for name in variants:
         print(f"… {name}", flush=True)

@@ -11,9 +11,10 @@
                                    by the VADER sentiment judge (dpo_recipes/pairs.py): the main job's data
 
 Each is built on first use, cached under $DPO_RECIPES_CACHE (default ~/.cache/dpo_recipes) in a directory
-named by a hash of everything that determines it (its settings and the source of the modules that build it,
-so a code change rebuilds), and moved into place only when complete. Any other name
-is returned unchanged, so the same loading code serves hub ids and local paths.
+named by a hash of everything that determines it (its settings, its builder's source and the source of the
+modules it builds from, so a change to any of them rebuilds it, and a change elsewhere does not), and moved
+into place only when complete. Any other name is returned unchanged, so the same loading code serves hub ids
+and local paths.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ import inspect
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from dpo_recipes import pairs, smollm2, tiny_lm, toy_world
+from dpo_recipes import pairs, schemas, smollm2, tiny_lm, toy_world
 from dpo_recipes.files import atomic_directory
 from dpo_recipes.tiny_lm import build_tiny_model, train_tokenizer
 from dpo_recipes.toy_world import ToyWorld, WorldConfig
@@ -59,7 +59,7 @@ def resolve(name: str) -> str:
     if not is_embedded(name):
         return name
     settings, build, modules = _BUILDERS[name]
-    sources = [inspect.getsource(module) for module in (sys.modules[__name__], *modules)]
+    sources = [inspect.getsource(build), *(inspect.getsource(module) for module in modules)]
     key = hashlib.sha256(json.dumps([name, settings, sources], sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / f"{name.split('/')[-1]}-{key}"
     if not path.is_dir():
@@ -87,10 +87,9 @@ def build_tiny_sft(path: Path) -> None:
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
-    from dpo_recipes.data import messages_to_prompt_completion
-
     demos = load_dataset(resolve(WORLD), split="train_sft").map(
-        messages_to_prompt_completion, remove_columns=["prompt", "chosen", "rejected", "messages"]
+        lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},  # the reply alone is learnt
+        remove_columns=["prompt", "chosen", "rejected", "messages"],
     )
     args = SFTConfig(
         output_dir=str(path / "sft-run"),
@@ -129,11 +128,15 @@ def build_smollm2(path: Path) -> None:
 
 # name -> (what determines the artifact, hashed into its cache key; its builder; the modules whose source
 # is hashed too)
-TINY = (toy_world, tiny_lm)
+TINY = (toy_world, tiny_lm, schemas)
 _BUILDERS: dict[str, tuple[dict, Callable[[Path], None], tuple]] = {
     WORLD: (asdict(WorldConfig()), build_world, TINY),
     TINY_BASE: (BASE_SETTINGS, build_tiny_base, TINY),
     TINY_SFT: ({"world": asdict(WorldConfig()), "base": BASE_SETTINGS, "sft": SFT_SETTINGS}, build_tiny_sft, TINY),
     SMOLLM2: (smollm2.SETTINGS, build_smollm2, (smollm2,)),
-    REVIEW_PAIRS: ({"pairs": asdict(REVIEW_PAIR_SETTINGS), "model": smollm2.SETTINGS}, build_review_pairs, (pairs,)),
+    REVIEW_PAIRS: (
+        {"pairs": asdict(REVIEW_PAIR_SETTINGS), "model": smollm2.SETTINGS},
+        build_review_pairs,
+        (pairs, schemas),
+    ),
 }

@@ -17,7 +17,8 @@ def unavailable(what: str, name: str, error: Exception, label: str | None = None
     path that does not load, or a hub id with no network or with offline mode on."""
     label = label or name
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    looks_local = name.startswith((".", "/", "~")) or Path(name).suffix in (".json", ".jsonl", ".csv", ".parquet")
+    data_suffixes = (".json", ".jsonl", ".csv", ".parquet", ".gz", ".bz2", ".xz", ".zst")
+    looks_local = name.startswith((".", "/", "~")) or Path(name).suffix in data_suffixes
     if looks_local or Path(name).exists():
         return f"{what} {label!r}: could not load the local path {name!r}: {detail}"
     offline = any(os.environ.get(flag, "").lower() in ("1", "true") for flag in OFFLINE_FLAGS)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from dpo_recipes.errors import ConfigError
 from dpo_recipes.files import atomic_directory
+from dpo_recipes.schemas import ultrafeedback_binarized_row
 
 if TYPE_CHECKING:
     from dpo_recipes.judges import Judge, Messages
@@ -147,25 +148,11 @@ def judged_pairs(
             account.below_gap += 1
             continue
         account.ties += gap == 0
-        rows.append(_ultrafeedback_row(prompt, answers[best], answers[worst], scores))
+        rows.append(ultrafeedback_binarized_row(prompt, answers[best], answers[worst], max(scores), min(scores),
+                                                sample_scores=[float(score) for score in scores]))  # fmt: skip
     account.pairs = len(rows) - account.ties
     account.score_mean = sum(scores_seen) / max(1, len(scores_seen))
     return rows, account
-
-
-def _ultrafeedback_row(prompt: str, chosen: str, rejected: str, scores: list[float]) -> dict:
-    user = {"role": "user", "content": prompt}
-    chosen_messages = [user, {"role": "assistant", "content": chosen}]
-    return {
-        "prompt": prompt,
-        "prompt_id": hashlib.sha256(prompt.encode()).hexdigest(),
-        "chosen": chosen_messages,
-        "rejected": [user, {"role": "assistant", "content": rejected}],
-        "messages": chosen_messages,
-        "score_chosen": max(scores),
-        "score_rejected": min(scores),
-        "sample_scores": [float(score) for score in scores],
-    }
 
 
 SPLITS = {"train": "train_prefs", "test": "test_prefs"}

@@ -13,6 +13,7 @@ import yaml
 from transformers import AutoConfig, AutoTokenizer
 
 from dpo_recipes import embedded
+from dpo_recipes.data import special_tokens
 from dpo_recipes.data.registry import BAD_ROW_POLICIES, FORMATS, RecipeError, get_recipe
 from dpo_recipes.errors import ConfigError, unavailable
 from dpo_recipes.judges import judge_problem
@@ -131,18 +132,22 @@ def settings_problems(script_args, training_args, tokenizer) -> list[str]:
     return problems
 
 
-def check_run(script_args, training_args, model_args) -> None:
-    """Model, tokenizer and settings: raise one ConfigError listing every problem found."""
+def check_run(script_args, training_args, model_args):
+    """Model, tokenizer and settings: raise one ConfigError listing every problem found; return the tokenizer."""
     config, tokenizer = load_config_and_tokenizer(model_args, training_args)
     problems = settings_problems(script_args, training_args, tokenizer)
     problems += model_problems(script_args, training_args, model_args, config, tokenizer)
     if problems:
         raise ConfigError("the run cannot start: " + "; ".join(problems))
     logger.info("Preflight: %s, its tokenizer and the settings are compatible", model_args.model_name_or_path)
+    return tokenizer
 
 
-def check_data(splits: dict) -> None:
-    """Every split has pairs left after the recipe's drops (an empty train split would fail deep in TRL)."""
+def check_data(splits: dict, tokenizer=None, on_bad_row: str = "error") -> None:
+    """No pair's text holds the tokenizer's special tokens (chat-template injection: an error, or counted drops
+    under on_bad_row=skip), and every split has pairs left (an empty train split would fail deep in TRL)."""
     for role, split in splits.items():
+        if tokenizer is not None:
+            special_tokens.guard(split, tokenizer, f"{role} split", on_bad_row)
         if split.rows_kept == 0 and split.rows_read:  # a stream counts as it is read, so rows_read 0 passes
             raise ConfigError(f"no usable pairs in the {role} split: {split.describe(role)}")

@@ -32,6 +32,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from dpo_recipes.schemas import ultrafeedback_binarized_row
+
 COLORS = ("red", "blue", "green", "yellow", "black", "white", "silver", "golden")
 NOUNS = (
     "fox", "whale", "lamp", "garden", "river", "castle", "robot", "violin",
@@ -182,14 +184,5 @@ class ToyWorld:
 
 
 def _row(prompt_id: str, prompt: str, chosen: str, rejected: str) -> dict:
-    user = {"role": "user", "content": prompt}
-    chosen_messages = [user, {"role": "assistant", "content": chosen}]
-    return {
-        "prompt": prompt,
-        "prompt_id": hashlib.sha256(prompt_id.encode()).hexdigest(),
-        "chosen": chosen_messages,
-        "rejected": [user, {"role": "assistant", "content": rejected}],
-        "messages": chosen_messages,
-        "score_chosen": reward_to_score(reward(prompt, chosen)),
-        "score_rejected": reward_to_score(reward(prompt, rejected)),
-    }
+    return ultrafeedback_binarized_row(prompt, chosen, rejected, reward_to_score(reward(prompt, chosen)),
+                                       reward_to_score(reward(prompt, rejected)), prompt_key=prompt_id)  # fmt: skip

@@ -241,18 +241,18 @@ def save_final_model(trainer, output_dir: str) -> None:
 
 def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
     name_run(script_args, training_args, model_args)
-    check_run(script_args, training_args, model_args)  # seconds, before any weights or data load
+    tokenizer = check_run(script_args, training_args, model_args)  # seconds, before any weights or data load
     with output_dir_lock(training_args.output_dir):
-        return run(script_args, training_args, model_args)
+        return run(script_args, training_args, model_args, tokenizer)
 
 
-def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
+def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig, tokenizer=None) -> dict:
     """Data → trainer → training → outputs (``main`` checks the settings and locks the output directory)."""
     started = time.time()
     threads = configure_threads(script_args.torch_threads)
     resume = checkpoint_to_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     splits = load_splits(script_args, training_args.seed)
-    check_data(splits)
+    check_data(splits, tokenizer, script_args.on_bad_row)
     train, test = splits["train"].dataset, splits["test"].dataset
     scored = test.select(range(min(script_args.eval_pairs, len(test)))) if script_args.eval_pairs else test
     trainer = build_dpo_trainer(model_args, training_args, train, scored)

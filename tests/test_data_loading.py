@@ -1,5 +1,8 @@
 """Loading raw data: bad bytes, streaming, mixtures: nothing is lost without being counted."""
 
+import tempfile
+from pathlib import Path
+
 import pytest
 from datasets import load_dataset
 
@@ -21,9 +24,11 @@ def test_non_utf8_line_is_named_or_skipped_and_counted(tmp_path):
     path, offset = _with_bad_bytes(tmp_path)
     with pytest.raises(RecipeError, match=rf"row 1 \(line 2 of .*broken.jsonl\): not valid UTF-8 \(byte {offset}:"):
         load_preference_splits(str(path), "truthy_dpo", {"t": "train"})
+    before = set(Path(tempfile.gettempdir()).glob("dpo-recipes-clean-*"))
     prepared = load_preference_splits(str(path), "truthy_dpo", {"t": "train"}, on_bad_row="skip")["t"]
     assert prepared.rows_read == 3 and prepared.rows_kept == 1
     assert dict(prepared.dropped) == {"not valid UTF-8": 1, "bad chosen: is empty or whitespace-only": 1}
+    assert set(Path(tempfile.gettempdir()).glob("dpo-recipes-clean-*")) == before  # no copy of the data left
 
 
 def test_unknown_file_type_and_missing_dataset_are_clear_errors(tmp_path):
@@ -77,3 +82,34 @@ def test_parquet_and_jsonl_files_give_the_same_rows(tmp_path):
     from_parquet = load_preference_splits(str(parquet), "sharegpt_pairs", {"t": "train"}, on_bad_row="skip")["t"]
     assert from_parquet.dataset.to_list() == from_jsonl.dataset.to_list()
     assert from_parquet.dropped == from_jsonl.dropped
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
+def test_compressed_files_load_with_the_same_rows_and_row_errors(tmp_path, suffix):
+    import bz2
+    import gzip
+    import lzma
+
+    import zstandard
+
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
+                ".zst": zstandard.ZstdCompressor().compress}[suffix]  # fmt: skip
+    plain = (FIXTURES / "hh_rlhf.jsonl").read_bytes()
+    packed = tmp_path / f"test.jsonl{suffix}"  # the form HH-RLHF is distributed in
+    packed.write_bytes(compress(plain))
+    expected = load_preference_splits(str(FIXTURES / "hh_rlhf.jsonl"), "hh_rlhf", {"t": "train"}, on_bad_row="skip")
+    got = load_preference_splits(str(packed), "hh_rlhf", {"t": "train"}, on_bad_row="skip")
+    assert got["t"].dataset.to_list() == expected["t"].dataset.to_list() and got["t"].dropped == expected["t"].dropped
+
+    path, offset = _with_bad_bytes(tmp_path)
+    broken = tmp_path / f"broken.jsonl{suffix}"
+    broken.write_bytes(compress(path.read_bytes()))
+    with pytest.raises(
+        RecipeError, match=rf"row 1 \(line 2 of .*broken.jsonl{suffix}\): not valid UTF-8 \(byte {offset}"
+    ):
+        load_preference_splits(str(broken), "truthy_dpo", {"t": "train"})
+    skipped = load_preference_splits(str(broken), "truthy_dpo", {"t": "train"}, on_bad_row="skip")["t"]
+    assert skipped.rows_read == 3 and skipped.dropped["not valid UTF-8"] == 1
+    (tmp_path / "data.parquet.gz").write_bytes(b"x")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        load_preference_splits(str(tmp_path / "data.parquet.gz"), "plain", {"t": "train"})

@@ -21,8 +21,7 @@ def test_world_is_built_once_in_the_hub_layout(tmp_path, monkeypatch):
     assert {"prompt", "chosen", "rejected", "score_chosen", "score_rejected"} <= set(splits["train_prefs"].features)
 
     calls = []
-    settings, _, modules = embedded._BUILDERS[embedded.WORLD]
-    monkeypatch.setitem(embedded._BUILDERS, embedded.WORLD, (settings, calls.append, modules))
+    monkeypatch.setattr(embedded, "atomic_directory", lambda target: calls.append(target))
     assert embedded.resolve(embedded.WORLD) == str(path)
     assert calls == []  # cached: not rebuilt
 
@@ -46,10 +45,14 @@ def test_atomic_write_replaces_whole_files_with_normal_permissions(tmp_path):
 def test_cache_key_covers_settings_and_builder_source(tmp_path, monkeypatch):
     monkeypatch.setenv("DPO_RECIPES_CACHE", str(tmp_path))
     calls = []
+
+    def build(path):
+        calls.append(path)
+
     settings, _, modules = embedded._BUILDERS[embedded.WORLD]
-    monkeypatch.setitem(embedded._BUILDERS, embedded.WORLD, (settings, calls.append, modules))
+    monkeypatch.setitem(embedded._BUILDERS, embedded.WORLD, (settings, build, modules))
     original = embedded.resolve(embedded.WORLD)
-    monkeypatch.setitem(embedded._BUILDERS, embedded.WORLD, ({**settings, "seed": 7}, calls.append, modules))
+    monkeypatch.setitem(embedded._BUILDERS, embedded.WORLD, ({**settings, "seed": 7}, build, modules))
     assert embedded.resolve(embedded.WORLD) != original  # other settings, other artifact
 
     real_getsource = embedded.inspect.getsource

@@ -75,3 +75,26 @@ def test_two_dpo_steps_on_the_real_model(tmp_path, smollm2_path):
     assert "| temperature | win rate |" in report and "KL(policy ‖ reference)" in report
     assert "## Likelihood displacement" in report
     assert (tmp_path / "run" / "likelihood_displacement.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_real_model_benchmark_runs_a_variant(tmp_path, smollm2_path):
+    """benchmarks/real_model.py cannot rot: one variant, one timed step, on hand-written pairs."""
+    import subprocess
+    import sys
+
+    from datasets import Dataset
+
+    user = {"role": "user", "content": "Write a one-sentence review of the zoo."}
+    rows = [{"prompt": user["content"], "prompt_id": str(i), "score_chosen": 0.9, "score_rejected": -0.4,
+             "chosen": [user, {"role": "assistant", "content": f"The zoo is lovely, visit {i}."}],
+             "rejected": [user, {"role": "assistant", "content": f"The zoo is grim, visit {i}."}]}
+            for i in range(4)]  # fmt: skip
+    Dataset.from_list(rows).to_parquet(tmp_path / "pairs" / "data" / "train_prefs-00000-of-00001.parquet")
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "real_model.py"), "--batch", "1", "--steps",
+                           "1", "--threads", "1", "--model", smollm2_path, "--pairs", str(tmp_path / "pairs"),
+                           "--variant", "lora, top 10 blocks (main job)"], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads(done.stdout.split("RESULT ", 1)[1])
+    assert row["s/step"] > 0 and row["real_tokens/s"] > 0 and row["peak_memory_mib"] > 500

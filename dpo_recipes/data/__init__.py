@@ -6,7 +6,6 @@ one fixture in tests/fixtures, one test.
 
 from dpo_recipes.data import helpsteer2, hh_rlhf, sharegpt, single_turn, ultrafeedback  # noqa: F401  (registers)
 from dpo_recipes.data.loading import load_preference_splits, load_raw
-from dpo_recipes.data.messages import messages_to_prompt_completion
 from dpo_recipes.data.registry import (
     FORMATS,
     RECIPES,
@@ -27,7 +26,6 @@ __all__ = [
     "get_recipe",
     "load_preference_splits",
     "load_raw",
-    "messages_to_prompt_completion",
     "prepare",
     "register",
 ]

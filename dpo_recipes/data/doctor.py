@@ -12,7 +12,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from dpo_recipes.data.loading import load_preference_splits
-from dpo_recipes.data.registry import IDENTICAL, get_recipe
+from dpo_recipes.data.registry import IDENTICAL, SAME_TEXT, get_recipe
+from dpo_recipes.data.special_tokens import injected_token, special_strings
 from dpo_recipes.data.tokens import trl_token_ids
 
 
@@ -24,6 +25,7 @@ class TokenChecks:
     prompt_not_prefix: int = 0  # tokenized prompt is not a prefix of tokenized prompt + completion
     double_bos: int = 0
     double_eos: int = 0
+    special_tokens_in_text: int = 0  # pairs whose text holds a special token (chat-template injection)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class DoctorReport:
                 f"completion vanishes {t.completion_vanishes} ({t.completion_vanishes / kept:.1%}; TRL drops these)",
                 f"  tokenized prompt not a prefix of prompt+completion: {t.prompt_not_prefix}",
                 f"  double BOS: {t.double_bos}, double EOS: {t.double_eos}",
+                f"  pairs whose text holds a special token (a forged turn or an early end): {t.special_tokens_in_text}",
             ]
         return "\n".join(lines + [f"  note: {note}" for note in self.notes])
 
@@ -85,7 +88,9 @@ def _completion_lengths(row: dict, tokenizer) -> tuple[int, int]:
 def _check_tokens(rows: list[dict], tokenizer, max_length: int | None) -> TokenChecks:
     checks = TokenChecks(max_length)
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    strings = special_strings(tokenizer)
     for row in rows:
+        checks.special_tokens_in_text += injected_token(row, strings) is not None
         sequences = [trl_token_ids(tokenizer, row["prompt"], row[side]) for side in ("chosen", "rejected")]
         prompt_len = len(sequences[0][0])
         checks.prompt_not_prefix += any(full[: len(p)] != p for p, full in sequences)
@@ -124,7 +129,7 @@ def diagnose(
         rows_read=prepared.rows_read,
         rows_kept=len(rows),
         dropped=dict(prepared.dropped),
-        identical_pairs=prepared.dropped.get(IDENTICAL, 0),  # dropped (and counted) by the recipe run
+        identical_pairs=prepared.dropped.get(IDENTICAL, 0) + prepared.dropped.get(SAME_TEXT, 0),  # dropped, counted
         duplicate_pairs=sum(count - 1 for count in Counter(keys).values()),
         chosen_longer_share=sum(c > r for c, r in lengths) / len(rows) if rows else 0.0,
         mean_length_ratio=sum(c / max(r, 1) for c, r in lengths) / len(rows) if rows else 0.0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datasets import Dataset
 
-from dpo_recipes.data.messages import message, preference_row, text
+from dpo_recipes.data.messages import message, number, preference_row, text
 from dpo_recipes.data.registry import BadRow, register
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
@@ -49,10 +49,7 @@ def helpsteer2(row: dict, fmt: str = "conversational", score: str = "helpfulness
     prompt = text(row.get("prompt_a"), "prompt")
     if row.get("prompt_b") != prompt:
         raise BadRow("prompt", "the two responses of this pair answer different prompts (rows not in pairs?)")
-    scores = {side: row.get(f"{score}_{side}") for side in "ab"}
-    for side, value in scores.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadRow(score, f"response {side}: expected a number, got {value!r}")
+    scores = {side: number(row.get(f"{score}_{side}"), f"{score} of response {side}") for side in "ab"}
     better, worse = ("a", "b") if scores["a"] > scores["b"] else ("b", "a")
     return preference_row(
         [message("user", prompt)],

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import json
+import lzma
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import IO
 
 from datasets import Dataset, IterableDataset, load_dataset
 
@@ -14,6 +20,32 @@ from dpo_recipes.data.registry import PreparedSplit, RecipeError, prepare
 from dpo_recipes.errors import unavailable
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+# Compressed text files, read as datasets reads them (HH-RLHF ships as train.jsonl.gz); zstd needs `zstandard`.
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
+
+
+def data_suffix(path: Path) -> str:
+    """The data format's suffix, under any compression suffix: ``test.jsonl.gz`` → ``.jsonl``."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSIONS:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
+def open_text_file(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed when its name says it is compressed."""
+    kind = COMPRESSIONS.get(path.suffix.lower())
+    if kind == "gzip":
+        return gzip.open(path, "rb")
+    if kind == "bz2":
+        return bz2.open(path, "rb")
+    if kind == "xz":
+        return lzma.open(path, "rb")
+    if kind == "zstd":
+        import zstandard
+
+        return io.BufferedReader(zstandard.open(path, "rb"))  # line iteration needs a buffered reader
+    return path.open("rb")
 
 
 def _kind(value: object) -> str | None:
@@ -31,8 +63,8 @@ def _line_problems(path: Path) -> list[tuple[int, int, str, str]]:
     (Arrow cannot load a column of mixed kinds, and would fail on the whole file without saying where).
     Rows are numbered as the loader numbers them: blank JSONL lines are not rows."""
     problems, kinds, row = [], {}, -1
-    jsonl = path.suffix.lower() == ".jsonl"
-    with path.open("rb") as handle:
+    jsonl = data_suffix(path) == ".jsonl"
+    with open_text_file(path) as handle:
         for number, raw in enumerate(handle):
             try:
                 line = raw.decode("utf-8")
@@ -77,11 +109,11 @@ def _checked_file(path: Path, label: str, on_bad_row: str, dropped: Counter) -> 
             "line(s) in the file; fix the file or use on_bad_row=skip"
         )
     bad_rows = {problem[0] for problem in problems}
-    clean = Path(tempfile.mkdtemp(prefix="dpo-recipes-clean-")) / path.name
-    with path.open("rb") as source, clean.open("wb") as target:
+    clean = Path(tempfile.mkdtemp(prefix="dpo-recipes-clean-")) / f"{path.name.split('.')[0]}{data_suffix(path)}"
+    with open_text_file(path) as source, clean.open("wb") as target:
         row = -1
         for raw in source:
-            row += 0 if path.suffix.lower() == ".jsonl" and not raw.strip() else 1
+            row += 0 if data_suffix(path) == ".jsonl" and not raw.strip() else 1
             if row not in bad_rows:
                 target.write(raw)
     dropped.update(problem[2] for problem in problems)
@@ -112,12 +144,17 @@ def load_raw(
     label = f"{name_or_path}[{split}]"
     try:
         if path.is_file():
-            builder = FILE_BUILDERS.get(path.suffix.lower())
-            if builder is None:
-                raise ValueError(f"dataset {name_or_path!r}: unsupported file type; use one of {sorted(FILE_BUILDERS)}")
+            builder = FILE_BUILDERS.get(data_suffix(path))
+            if builder is None or (builder == "parquet" and path.suffix.lower() in COMPRESSIONS):
+                raise ValueError(f"dataset {name_or_path!r}: unsupported file type; use one of "
+                                 f"{sorted(FILE_BUILDERS)}, json/jsonl/csv optionally compressed "
+                                 f"({', '.join(COMPRESSIONS)})")  # fmt: skip
+            checked = path
             if builder != "parquet":
-                path = _checked_file(path, label, on_bad_row, dropped if dropped is not None else Counter())
-            raw = load_dataset(builder, data_files={split: str(path)}, split=split, streaming=streaming)
+                checked = _checked_file(path, label, on_bad_row, dropped if dropped is not None else Counter())
+            raw = load_dataset(builder, data_files={split: str(checked)}, split=split, streaming=streaming)
+            if checked != path and not streaming:  # the cleaned copy is in datasets' cache now: no copy left behind
+                shutil.rmtree(checked.parent, ignore_errors=True)
         else:
             raw = load_dataset(str(path), name=config, data_dir=data_dir, split=split, streaming=streaming)
     except RecipeError:

@@ -7,7 +7,9 @@ becomes a role-labelled transcript in the Anthropic HH style the DPO paper used,
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 
 from dpo_recipes.data.registry import BadRow
 
@@ -19,9 +21,14 @@ def message(role: str, content: str) -> dict:
     return {"role": role, "content": content}
 
 
-# C0 control characters other than tab, newline and carriage return: in chat text they are corruption (a NUL
-# from a bad export, terminal escapes), and tokenizers turn them into tokens no one meant.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 and C1 control characters other than tab, newline and carriage return, and the bidirectional overrides and
+# embeddings: in chat text they are corruption (a NUL from a bad export, terminal escapes such as U+001B or its
+# C1 form U+009B) or a way to make text read differently from what it holds (U+202E, "Trojan source"), and
+# tokenizers turn them into tokens no one meant. Bidi *marks* (U+200E/U+200F) and isolates, used by real
+# right-to-left text, are kept.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e]")
+# Characters that show nothing: format characters (zero-width space, joiners, BOM …) and the blank fillers.
+_INVISIBLE = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}
 
 
 def clean_text(value: str, field: str) -> str:
@@ -32,6 +39,22 @@ def clean_text(value: str, field: str) -> str:
     return value
 
 
+def visible(value: str) -> str:
+    """What a reader sees of ``value``: whitespace, format characters and blank fillers removed."""
+    return "".join(ch for ch in value if not ch.isspace() and ch not in _INVISIBLE
+                   and unicodedata.category(ch) != "Cf")  # fmt: skip
+
+
+def number(value: object, field: str) -> float:
+    """A finite number (a score), else a BadRow: NaN and ±Infinity order nothing, and NaN is not even equal to
+    itself, so a NaN "tie" would pass as a preference."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRow(field, f"expected a number, got {type(value).__name__} {value!r:.40}")
+    if not math.isfinite(value):
+        raise BadRow(field, f"is {value!r}, not a finite number")
+    return float(value)
+
+
 def text(value: object, field: str, allow_empty: bool = False) -> str:
     """``value`` if it is a string (non-blank unless ``allow_empty``), else a BadRow naming ``field``."""
     if value is None:
@@ -40,6 +63,8 @@ def text(value: object, field: str, allow_empty: bool = False) -> str:
         raise BadRow(field, f"expected text, got {type(value).__name__}")
     if not allow_empty and not value.strip():
         raise BadRow(field, "is empty or whitespace-only")
+    if not allow_empty and not visible(value):
+        raise BadRow(field, "shows nothing (only invisible or blank characters)")
     return clean_text(value, field)
 
 
@@ -65,6 +90,8 @@ def split_final_assistant_turn(messages: object, field: str) -> tuple[list[dict]
         raise BadRow(field, "expected a conversation ending on an assistant turn after at least one prompt turn")
     if not messages[-1]["content"].strip():
         raise BadRow(field, "the final assistant turn is empty")
+    if not visible(messages[-1]["content"]):
+        raise BadRow(field, "the final assistant turn shows nothing (only invisible or blank characters)")
     return [message(m["role"], m["content"]) for m in messages[:-1]], message("assistant", messages[-1]["content"])
 
 
@@ -100,9 +127,3 @@ def with_system(system: object, prompt: list[dict], field: str = "system") -> li
     if system is None or (isinstance(system, str) and not system.strip()):
         return prompt
     return [message("system", text(system, field)), *prompt]
-
-
-def messages_to_prompt_completion(row: dict) -> dict:
-    """SFT rows: ``messages`` → conversational ``prompt``/``completion``, so the loss covers the reply only."""
-    prompt, completion = split_final_assistant_turn(row["messages"], "messages")
-    return {"prompt": prompt, "completion": [completion]}

@@ -14,6 +14,7 @@ import inspect
 import logging
 import types
 import typing
+import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,6 +147,23 @@ class PreparedSplit:
 
 
 IDENTICAL = "chosen == rejected (no preference)"  # a drop, counted: the pair has no preference to learn
+SAME_TEXT = "chosen and rejected differ only in whitespace or Unicode form (no preference)"
+
+
+def _canonical(value):
+    """Text as a reader sees it: Unicode NFC, every run of whitespace (line endings included) one space."""
+    if isinstance(value, list):
+        return [(turn.get("role"), _canonical(turn.get("content", ""))) for turn in value]
+    return " ".join(unicodedata.normalize("NFC", value).split()) if isinstance(value, str) else value
+
+
+def no_preference(converted: dict) -> str | None:
+    """Why a converted pair teaches nothing (identical, or identical to a reader), or None."""
+    if converted["chosen"] == converted["rejected"]:
+        return IDENTICAL
+    return SAME_TEXT if _canonical(converted["chosen"]) == _canonical(converted["rejected"]) else None
+
+
 _ROW = "__row_index"
 _DROP = "__drop_reason"
 
@@ -178,8 +196,7 @@ def prepare(
         try:
             reason = recipe.drop_reason(row, **options) if recipe.drop_reason else None
             if reason is None:
-                converted = convert(row)
-                reason = IDENTICAL if converted["chosen"] == converted["rejected"] else None
+                reason = no_preference(convert(row))
         except BadRow as error:
             if on_bad_row == "error":
                 raise located(error, index) from error

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from dpo_recipes.data.messages import message, preference_row, split_final_assistant_turn, text
+from dpo_recipes.data.messages import message, number, preference_row, split_final_assistant_turn, text
 from dpo_recipes.data.registry import BadRow, register
 
 
@@ -40,24 +40,12 @@ def ultrafeedback_binarized(row: dict, fmt: str = "conversational", keep_ties: b
     rejected_prompt, rejected = split_final_assistant_turn(row.get("rejected"), "rejected")
     if rejected_prompt != prompt:
         raise BadRow("rejected", "its conversation history differs from the chosen one's")
-    return preference_row(
-        prompt,
-        chosen["content"],
-        rejected["content"],
-        fmt,
-        score_chosen=_optional_float(row, "score_chosen"),
-        score_rejected=_optional_float(row, "score_rejected"),
-        prompt_id=row.get("prompt_id"),
-    )
-
-
-def _optional_float(row: dict, field: str) -> float | None:
-    value = row.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadRow(field, f"expected a number, got {type(value).__name__}")
-    return float(value)
+    scores = {field: None if row.get(field) is None else number(row[field], field)
+              for field in ("score_chosen", "score_rejected")}  # fmt: skip
+    if None not in scores.values() and scores["score_chosen"] < scores["score_rejected"]:
+        raise BadRow("score_chosen", f"{scores['score_chosen']:g} is below score_rejected "
+                     f"{scores['score_rejected']:g}: the labels contradict the scores")  # fmt: skip
+    return preference_row(prompt, chosen["content"], rejected["content"], fmt, **scores, prompt_id=row.get("prompt_id"))
 
 
 ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")

@@ -113,3 +113,21 @@ def test_compressed_files_load_with_the_same_rows_and_row_errors(tmp_path, suffi
     (tmp_path / "data.parquet.gz").write_bytes(b"x")
     with pytest.raises(ValueError, match="unsupported file type"):
         load_preference_splits(str(tmp_path / "data.parquet.gz"), "plain", {"t": "train"})
+
+
+def test_csv_cells_stay_the_text_they_hold(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text('prompt,chosen,rejected\nIs it known?,NA,None\nWhat is 6 x 7?,42,41\nSay nothing.,null,"NaN"\n')
+    rows = load_preference_splits(str(path), "plain", {"t": "train"}, fmt="standard")["t"].dataset.to_list()
+    assert [(row["chosen"], row["rejected"]) for row in rows] == [("NA", "None"), ("42", "41"), ("null", "NaN")]
+
+
+def test_scores_in_text_are_parsed_or_named():
+    from dpo_recipes.data import BadRow
+    from dpo_recipes.data.messages import number
+
+    assert number(" 7.5", "score") == 7.5 and number(3, "score") == 3.0
+    with pytest.raises(BadRow, match=r"field 'score': expected a number, got the text 'high'"):
+        number("high", "score")
+    with pytest.raises(BadRow, match=r"field 'score': is nan, not a finite number"):
+        number("NaN", "score")

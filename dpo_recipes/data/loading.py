@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import csv
 import gzip
 import io
 import json
@@ -13,13 +14,25 @@ from collections import Counter
 from pathlib import Path
 from typing import IO
 
-from datasets import Dataset, IterableDataset, load_dataset
+from datasets import Dataset, Features, IterableDataset, Value, load_dataset
 
 from dpo_recipes import embedded
 from dpo_recipes.data.registry import PreparedSplit, RecipeError, prepare
 from dpo_recipes.errors import unavailable
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def csv_as_text(path: Path) -> dict:
+    """load_dataset options that read every column of a CSV file as the text it holds. CSV has no types: left to
+    pandas, answers such as "NA", "None" or "null" became missing values and "42" an integer. Scores are parsed
+    where a recipe reads them (``messages.number``)."""
+    with open_text_file(path) as handle:
+        header = next(csv.reader(io.TextIOWrapper(handle, encoding="utf-8", newline="")), [])
+    return {"features": Features({column: Value("string") for column in header}), "keep_default_na": False,
+            "na_filter": False}  # fmt: skip
+
+
 # Compressed text files, read as datasets reads them (HH-RLHF ships as train.jsonl.gz); zstd needs `zstandard`.
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 
@@ -152,7 +165,8 @@ def load_raw(
             checked = path
             if builder != "parquet":
                 checked = _checked_file(path, label, on_bad_row, dropped if dropped is not None else Counter())
-            raw = load_dataset(builder, data_files={split: str(checked)}, split=split, streaming=streaming)
+            raw = load_dataset(builder, data_files={split: str(checked)}, split=split, streaming=streaming,
+                               **(csv_as_text(checked) if builder == "csv" else {}))  # fmt: skip
             if checked != path and not streaming:  # the cleaned copy is in datasets' cache now: no copy left behind
                 shutil.rmtree(checked.parent, ignore_errors=True)
         else:

@@ -47,7 +47,12 @@ def visible(value: str) -> str:
 
 def number(value: object, field: str) -> float:
     """A finite number (a score), else a BadRow: NaN and ±Infinity order nothing, and NaN is not even equal to
-    itself, so a NaN "tie" would pass as a preference."""
+    itself, so a NaN "tie" would pass as a preference. A numeric string counts (CSV files are read as text)."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise BadRow(field, f"expected a number, got the text {value!r:.40}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadRow(field, f"expected a number, got {type(value).__name__} {value!r:.40}")
     if not math.isfinite(value):

@@ -163,6 +163,15 @@ CASES = [
          r"U\+202E at position 5", "bad chosen: contains control character U+202E at position 5"),
     Case("C1 control", "plain", plain(rejected="x\u009b31m"), r"field 'rejected': contains control character "
          r"U\+009B", "bad rejected: contains control character U+009B at position 1"),
+    # What JSON and Arrow readers choke on without naming a row (issue 13, class 3)
+    Case("lone surrogate escape", "plain", b'{"prompt": "Q?", "chosen": "A\\ud800", "rejected": "B"}',
+         r"not valid JSON \(lone surrogate U\+D800", "not valid JSON"),
+    Case("duplicate key", "plain", b'{"prompt": "Q?", "chosen": "A", "chosen": "B", "rejected": "C"}',
+         r"not valid JSON \(duplicate key 'chosen'\)", "not valid JSON"),
+    Case("absurd nesting", "plain", b'{"prompt": "Q?", "chosen": "A", "rejected": "B", "x": ' + b"[" * 150
+         + b"]" * 150 + b"}", r"not valid JSON \(nested more than 100 levels deep\)", "not valid JSON"),
+    Case("line of no-break spaces", "plain", "\u00a0\u00a0".encode(), r"not valid JSON", "not valid JSON"),
+    Case("line of a record separator", "plain", b"\x1e", r"not valid JSON", "not valid JSON"),
     Case("right-to-left text with marks", "plain", plain(chosen="\u05e9\u05dc\u05d5\u05dd\u200f 4."), None, None,
          kept=True),
 ]  # fmt: skip
@@ -210,6 +219,18 @@ def test_hostile_row_is_named_or_counted(tmp_path, case):
         assert case.kept
         prepared = _load(path, case.recipe, "error")
         assert (prepared.rows_read, prepared.rows_kept, dict(prepared.dropped)) == (3, 3, {})
+
+
+@pytest.mark.parametrize("form", ["BOM", "CR-only line endings", "CRLF", "BOM and CR-only"])
+def test_a_file_in_another_text_form_loads_whole(tmp_path, form):
+    lines = [json.dumps(plain()).encode(), json.dumps(plain(prompt="What is 3+3?", chosen="6.")).encode()]
+    ending = b"\r" if "CR-only" in form else b"\r\n" if form == "CRLF" else b"\n"
+    data = (b"\xef\xbb\xbf" if "BOM" in form else b"") + ending.join(lines) + ending
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(data)
+    prepared = _load(str(path), "plain", "error")
+    assert (prepared.rows_read, prepared.rows_kept, dict(prepared.dropped)) == (2, 2, {})
+    assert [row["chosen"][0]["content"] for row in prepared.dataset] == ["4.", "6."]
 
 
 def test_an_empty_file_and_a_missing_split_are_clear_errors(tmp_path):

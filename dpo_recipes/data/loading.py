@@ -70,63 +70,130 @@ def _kind(value: object) -> str | None:
     return {str: "text", int: "number", float: "number", list: "list", dict: "object"}[type(value)]
 
 
+BOM = b"\xef\xbb\xbf"
+MAX_DEPTH = 100  # deeper JSON is not preference data; Python's parser would overflow its stack further down
+
+
+def _lines(path: Path) -> tuple[list[bytes] | None, bool]:
+    """The file's lines as the loader must see them, and whether that differs from the bytes on disk: a UTF-8
+    BOM at the start is dropped, and classic-Mac CR-only line endings are split into lines. (None, False) when
+    the file needs neither: it is then read line by line, without holding it in memory."""
+    with open_text_file(path) as handle:
+        head = handle.read(1 << 20)
+    cr_only = b"\r" in head and b"\n" not in head
+    if not head.startswith(BOM) and not cr_only:
+        return None, False
+    with open_text_file(path) as handle:
+        data = handle.read().removeprefix(BOM)
+    lines = data.split(b"\r") if cr_only else data.splitlines(keepends=True)
+    return [line.rstrip(b"\r\n") + b"\n" for line in lines], True
+
+
+def _iter_lines(path: Path):
+    lines, _ = _lines(path)
+    if lines is not None:
+        yield from lines
+        return
+    with open_text_file(path) as handle:
+        yield from handle
+
+
+def _is_blank(raw: bytes) -> bool:
+    """A line the loader skips: only ASCII whitespace (a line of NBSP or U+001E is not blank to Arrow)."""
+    return not raw.strip(b" \t\r\n")
+
+
+def _unique_keys(pairs: list[tuple]) -> dict:
+    keys = [key for key, _ in pairs]
+    duplicated = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicated:
+        raise ValueError(f"duplicate key {duplicated[0]!r}")
+    return dict(pairs)
+
+
+def _depth(value, limit: int = MAX_DEPTH) -> int:
+    if isinstance(value, (dict, list)) and limit > 0:
+        children = value.values() if isinstance(value, dict) else value
+        return 1 + max((_depth(child, limit - 1) for child in children), default=0)
+    return 0
+
+
+def _json_problem(line: str) -> tuple[str, str] | tuple[None, dict]:
+    """(reason, detail) for a JSONL line the loader cannot take, or (None, the parsed record)."""
+    try:
+        record = json.loads(line, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        return "not valid JSON", f"nested more than {MAX_DEPTH} levels deep"
+    except json.JSONDecodeError as error:
+        return "not valid JSON", f"{error.msg} at column {error.colno}"
+    except ValueError as error:  # from _unique_keys
+        return "not valid JSON", str(error)
+    if not isinstance(record, dict):
+        return "not a JSON object", f"a JSON {type(record).__name__}"
+    if _depth(record) >= MAX_DEPTH:
+        return "not valid JSON", f"nested more than {MAX_DEPTH} levels deep"
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        return "not valid JSON", f"lone surrogate U+{ord(error.object[error.start]):04X} (an escape no text can hold)"
+    return None, record
+
+
 def _line_problems(path: Path) -> list[tuple[int, int, str, str]]:
     """(row, line, reason, detail) for each line of a text file that cannot become a row: not UTF-8, and for JSONL
-    also not JSON (a truncated line), not a JSON object, or a field whose kind differs from earlier rows'
-    (Arrow cannot load a column of mixed kinds, and would fail on the whole file without saying where).
-    Rows are numbered as the loader numbers them: blank JSONL lines are not rows."""
+    also not JSON (a truncated line, a duplicate key, a lone surrogate escape, absurd nesting, a line of
+    non-ASCII whitespace), not a JSON object, or a field whose kind differs from earlier rows' (Arrow cannot load
+    a column of mixed kinds, and would fail on the whole file without saying where). Rows are numbered as the
+    loader numbers them: blank JSONL lines are not rows."""
     problems, kinds, row = [], {}, -1
     jsonl = data_suffix(path) == ".jsonl"
-    with open_text_file(path) as handle:
-        for number, raw in enumerate(handle):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                row += 1
-                problems.append((row, number + 1, "not valid UTF-8", f"byte {error.start}: {error.reason}"))
-                continue
-            if not jsonl:
-                row += 1
-                continue
-            if not line.strip():
-                continue
+    for number, raw in enumerate(_iter_lines(path)):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
             row += 1
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                problems.append((row, number + 1, "not valid JSON", f"{error.msg} at column {error.colno}"))
-                continue
-            if not isinstance(record, dict):
-                problems.append((row, number + 1, "not a JSON object", f"a JSON {type(record).__name__}"))
-                continue
-            for key, value in record.items():
-                kind, seen = _kind(value), kinds.get(key)
-                if kind and seen and kind != seen:
-                    problems.append((row, number + 1, f"field {key!r} changes type", f"{kind}; earlier rows: {seen}"))
-                    break
-            else:
-                kinds.update({key: kinds.get(key) or _kind(value) for key, value in record.items()})
+            problems.append((row, number + 1, "not valid UTF-8", f"byte {error.start}: {error.reason}"))
+            continue
+        if not jsonl:
+            row += 1
+            continue
+        if _is_blank(raw):
+            continue
+        row += 1
+        reason, found = _json_problem(line)
+        if reason:
+            problems.append((row, number + 1, reason, found))
+            continue
+        for key, value in found.items():
+            kind, seen = _kind(value), kinds.get(key)
+            if kind and seen and kind != seen:
+                problems.append((row, number + 1, f"field {key!r} changes type", f"{kind}; earlier rows: {seen}"))
+                break
+        else:
+            kinds.update({key: kinds.get(key) or _kind(value) for key, value in found.items()})
     return problems
 
 
 def _checked_file(path: Path, label: str, on_bad_row: str, dropped: Counter) -> Path:
-    """``path`` if every line can become a row; else an error naming the first bad row, or (skip) a copy
-    without the bad lines, each counted in ``dropped`` by reason."""
+    """``path`` if every line can become a row as it is; else an error naming the first bad row, or (skip) a copy
+    without the bad lines, each counted in ``dropped`` by reason. A file whose only fault is its form (a BOM,
+    CR-only line endings) is read through a normalised copy, with nothing dropped."""
     problems = _line_problems(path)
-    if not problems:
+    _, reformed = _lines(path)
+    if not problems and not reformed:
         return path
-    row, line, reason, detail = problems[0]
-    if on_bad_row == "error":
+    if problems and on_bad_row == "error":
+        row, line, reason, detail = problems[0]
         raise RecipeError(
             f"dataset {label!r}, row {row} (line {line} of {path}): {reason} ({detail}); {len(problems)} bad "
             "line(s) in the file; fix the file or use on_bad_row=skip"
         )
     bad_rows = {problem[0] for problem in problems}
     clean = Path(tempfile.mkdtemp(prefix="dpo-recipes-clean-")) / f"{path.name.split('.')[0]}{data_suffix(path)}"
-    with open_text_file(path) as source, clean.open("wb") as target:
+    with clean.open("wb") as target:
         row = -1
-        for raw in source:
-            row += 0 if data_suffix(path) == ".jsonl" and not raw.strip() else 1
+        for raw in _iter_lines(path):
+            row += 0 if data_suffix(path) == ".jsonl" and _is_blank(raw) else 1
             if row not in bad_rows:
                 target.write(raw)
     dropped.update(problem[2] for problem in problems)

@@ -108,7 +108,7 @@ CASES = [
          "non-empty list of messages", "bad chosen: expected a non-empty list of messages, got list"),
     Case("messages as a string", "ultrafeedback_binarized", b'{"prompt": "Hi", "prompt_id": "p", "score_chosen": 8.0, '
          b'"score_rejected": 3.0, "chosen": "Hello!", "rejected": [{"role": "user", "content": "Hi"}, {"role": '
-         b'"assistant", "content": "No."}]}', r"field 'chosen' changes type \(text; earlier rows: list\)",
+         b'"assistant", "content": "No."}]}', r"field 'chosen' changes type \(text; most rows: list\)",
          "field 'chosen' changes type"),
     Case("message without content", "ultrafeedback_binarized", binarized(chosen=[user("Hi"), {"role": "assistant"}]),
          r"field 'chosen': turn 1 is not a \{'role', 'content'\} message", "bad chosen: turn 1 is not a {'role', "
@@ -141,7 +141,7 @@ CASES = [
     Case("system prompt is a number", "truthy_dpo", {"system": 7, **plain()}, r"field 'system' changes type",
          "field 'system' changes type"),
     Case("prompt is a list in a text column", "plain", plain(prompt=["Q?"]), r"field 'prompt' changes type \(list; "
-         r"earlier rows: text\)", "field 'prompt' changes type"),
+         r"most rows: text\)", "field 'prompt' changes type"),
     # Scores and text that carry no real preference (issue 13, class 4)
     Case("NaN score", "ultrafeedback_binarized", binarized(score_chosen=float("nan"), score_rejected=float("nan")),
          r"field 'score_chosen': is nan, not a finite number", "bad score_chosen: is nan, not a finite number"),
@@ -282,3 +282,46 @@ def test_text_holding_the_tokenizers_special_tokens_is_named_or_counted(tmp_path
     report = diagnose(str(path), "ultrafeedback_binarized", "train", fmt, tiny_tokenizer, 64)
     assert report.tokens.special_tokens_in_text == 1
     assert "holds a special token (a forged turn or an early end): 1" in report.render()
+
+
+def _truthy(i: int, system: str = "Refuse to help with weapons.") -> dict:
+    return {"system": system, "prompt": f"Question {i}?", "chosen": f"Good answer {i}.", "rejected": f"Bad {i}."}
+
+
+def test_skip_drops_a_pretty_printed_json_row_whole_and_keeps_its_neighbours_intact(tmp_path):
+    text = json.dumps([_truthy(0), _truthy(1, system="Refuse BADBYTE"), _truthy(2)], indent=2)
+    path = tmp_path / "pairs.json"
+    path.write_bytes(text.encode().replace(b"BADBYTE", b"\xff\xfe"))  # a bad byte inside row 1's system prompt
+    with pytest.raises(RecipeError, match=r"not a readable JSON array .* convert it to JSON Lines"):
+        _load(str(path), "truthy_dpo", "skip")  # a damaged array: no row can be cut out of it safely
+    rows = [_truthy(0), {**_truthy(1), "chosen": 7}, _truthy(2)]  # row 1 is bad in another way
+    path.write_text(json.dumps(rows, indent=2))
+    with pytest.raises(RecipeError, match=r"row 1 \(element 1 of .*pairs.json\): field 'chosen' changes type"):
+        _load(str(path), "truthy_dpo", "error")
+    kept = _load(str(path), "truthy_dpo", "skip")
+    assert (kept.rows_read, kept.rows_kept) == (3, 2) and kept.dropped == {"field 'chosen' changes type": 1}
+    prompts = [row["prompt"] for row in kept.dataset]
+    assert [turn["content"] for turn in prompts[0]] == ["Refuse to help with weapons.", "Question 0?"]
+    assert [turn["content"] for turn in prompts[1]] == ["Refuse to help with weapons.", "Question 2?"]
+
+
+def test_skip_drops_a_multi_line_csv_record_whole(tmp_path):
+    path = tmp_path / "pairs.csv"
+    good = 'Question 0?,"First line.\nSecond line.",Bad.\n'
+    bad = 'Question 1?,"Broken \xff\nanswer.",Bad.\n'.encode("latin-1")
+    path.write_bytes(b"prompt,chosen,rejected\n" + good.encode() + bad + b"Question 2?,Fine.,Bad.\n")
+    with pytest.raises(RecipeError, match=r"row 1 \(lines 4-5 of .*pairs.csv\): not valid UTF-8 \(in column 'chosen'"):
+        _load(str(path), "plain", "error")
+    kept = _load(str(path), "plain", "skip")
+    assert (kept.rows_read, kept.rows_kept, dict(kept.dropped)) == (3, 2, {"not valid UTF-8": 1})
+    answers = [row["chosen"][0]["content"] for row in kept.dataset]
+    assert answers == ["First line.\nSecond line.", "Fine."]  # no row stitched from two
+
+
+def test_a_columns_kind_is_what_most_rows_have_not_what_row_0_has(tmp_path):
+    rows = [plain(score="high")] + [plain(prompt=f"Q{i}?", score=i) for i in range(9)]  # one odd first row
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    kept = _load(str(path), "plain", "skip")
+    assert (kept.rows_read, kept.rows_kept) == (10, 9)
+    assert kept.dropped == {"field 'score' changes type": 1}

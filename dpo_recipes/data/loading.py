@@ -11,6 +11,7 @@ import lzma
 import shutil
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -139,65 +140,139 @@ def _json_problem(line: str) -> tuple[str, str] | tuple[None, dict]:
     return None, record
 
 
-def _line_problems(path: Path) -> list[tuple[int, int, str, str]]:
-    """(row, line, reason, detail) for each line of a text file that cannot become a row: not UTF-8, and for JSONL
-    also not JSON (a truncated line, a duplicate key, a lone surrogate escape, absurd nesting, a line of
-    non-ASCII whitespace), not a JSON object, or a field whose kind differs from earlier rows' (Arrow cannot load
-    a column of mixed kinds, and would fail on the whole file without saying where). Rows are numbered as the
-    loader numbers them: blank JSONL lines are not rows."""
-    problems, kinds, row = [], {}, -1
-    jsonl = data_suffix(path) == ".jsonl"
-    for number, raw in enumerate(_iter_lines(path)):
+@dataclass
+class Record:
+    """One row as the loader will see it: where it is in the file, what a cleaned copy writes for it, its parsed
+    fields (for the type check), and why it cannot become a row (reason, detail), if it cannot."""
+
+    where: str
+    raw: object
+    fields: dict | None = None
+    problem: tuple[str, str] | None = None
+
+
+def _jsonl_records(path: Path) -> list[Record]:
+    """JSON Lines (also what datasets reads from a .json file that is not one JSON document). Blank lines are
+    not rows."""
+    records = []
+    for number, raw in enumerate(_iter_lines(path), start=1):
+        if _is_blank(raw):
+            continue
+        record = Record(f"line {number}", raw)
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            row += 1
-            problems.append((row, number + 1, "not valid UTF-8", f"byte {error.start}: {error.reason}"))
-            continue
-        if not jsonl:
-            row += 1
-            continue
-        if _is_blank(raw):
-            continue
-        row += 1
-        reason, found = _json_problem(line)
-        if reason:
-            problems.append((row, number + 1, reason, found))
-            continue
-        for key, value in found.items():
-            kind, seen = _kind(value), kinds.get(key)
-            if kind and seen and kind != seen:
-                problems.append((row, number + 1, f"field {key!r} changes type", f"{kind}; earlier rows: {seen}"))
-                break
+            record.problem = ("not valid UTF-8", f"byte {error.start}: {error.reason}")
         else:
-            kinds.update({key: kinds.get(key) or _kind(value) for key, value in found.items()})
-    return problems
+            reason, found = _json_problem(line)
+            record.problem, record.fields = ((reason, found), None) if reason else (None, found)
+        records.append(record)
+    return records
+
+
+def _json_records(path: Path) -> list[Record] | None:
+    """The elements of a file holding one JSON array of rows (pretty-printed or not), or None when the file is
+    not one JSON array (then it is read as JSON Lines). A row spans as many lines as it takes; skipping a bad
+    row drops that whole element and nothing of its neighbours."""
+    data = b"".join(_iter_lines(path))
+    if not data.lstrip().startswith(b"["):
+        return None
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise RecipeError(
+            f"{path}: not a readable JSON array ({error}); a damaged array cannot be split into rows safely: fix "
+            "it, or convert it to JSON Lines (one row per line) to skip bad rows"
+        ) from error
+    records = []
+    for index, element in enumerate(document):
+        record = Record(f"element {index}", element)
+        if isinstance(element, dict):
+            reason, found = _json_problem(json.dumps(element))
+            record.problem, record.fields = ((reason, found), None) if reason else (None, found)
+        else:
+            record.problem = ("not a JSON object", f"a JSON {type(element).__name__}")
+        records.append(record)
+    return records
+
+
+def _csv_records(path: Path) -> tuple[list[str], list[Record]]:
+    """CSV records, each as many lines as its quoted fields span (the csv module's records, not lines)."""
+    text = b"".join(_iter_lines(path)).decode("utf-8", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header, records, first = next(reader, []), [], 2
+    for cells in reader:
+        where = f"line {first}" if reader.line_num == first else f"lines {first}-{reader.line_num}"
+        record = Record(where, cells)
+        bad = [i for i, cell in enumerate(cells) if any("\udc80" <= ch <= "\udcff" for ch in cell)]
+        if bad:
+            column = header[bad[0]] if bad[0] < len(header) else bad[0]
+            record.problem = ("not valid UTF-8", f"in column {column!r}")
+        elif len(cells) != len(header):
+            record.problem = ("wrong number of fields", f"{len(cells)}; the header has {len(header)}")
+        records.append(record)
+        first = reader.line_num + 1
+    return header, records
+
+
+def _flag_type_changes(records: list[Record]) -> None:
+    """Arrow needs one kind per column. The kind is the one most rows have (never just the first row's: one
+    odd first row would otherwise condemn every good row); rows of another kind are the bad ones."""
+    counts: dict[str, Counter] = {}
+    for record in records:
+        for key, value in (record.fields or {}).items():
+            if _kind(value):
+                counts.setdefault(key, Counter())[_kind(value)] += 1
+    usual = {key: kinds.most_common(1)[0][0] for key, kinds in counts.items()}
+    for record in records:
+        for key, value in (record.fields or {}).items():
+            if record.problem is None and _kind(value) and _kind(value) != usual[key]:
+                record.problem = (f"field {key!r} changes type", f"{_kind(value)}; most rows: {usual[key]}")
+
+
+def _write_records(records: list[Record], path: Path, suffix: str, header: list[str] | None) -> Path:
+    """A cleaned copy holding the given records, in a form datasets reads (JSON arrays become JSON Lines)."""
+    clean = Path(tempfile.mkdtemp(prefix="dpo-recipes-clean-")) / f"{path.name.split('.')[0]}{suffix}"
+    if suffix == ".csv":
+        with clean.open("w", encoding="utf-8", newline="") as target:
+            writer = csv.writer(target)
+            writer.writerows([header, *(record.raw for record in records)])
+    else:
+        with clean.open("wb") as target:
+            for record in records:
+                raw = record.raw
+                target.write(raw if isinstance(raw, bytes) else (json.dumps(raw, ensure_ascii=False) + "\n").encode())
+    return clean
 
 
 def _checked_file(path: Path, label: str, on_bad_row: str, dropped: Counter) -> Path:
-    """``path`` if every line can become a row as it is; else an error naming the first bad row, or (skip) a copy
-    without the bad lines, each counted in ``dropped`` by reason. A file whose only fault is its form (a BOM,
-    CR-only line endings) is read through a normalised copy, with nothing dropped."""
-    problems = _line_problems(path)
+    """``path`` if every row can be loaded as it is; else an error naming the first bad row (its row number as
+    the loader counts rows, and where it is in the file), or (skip) a copy without the bad rows, each counted in
+    ``dropped`` by reason. Rows are records, not lines: a pretty-printed JSON row or a CSV field spanning lines
+    is dropped or kept whole. A file whose only fault is its form (a BOM, CR-only line endings, a JSON array
+    read as JSON Lines) is read through a normalised copy, with nothing dropped."""
+    suffix, header = data_suffix(path), None
+    records = _json_records(path) if suffix == ".json" else None
+    if suffix == ".csv":
+        header, records = _csv_records(path)
+    elif records is None:
+        records = _jsonl_records(path)
+    else:
+        suffix = ".jsonl"  # the kept elements are written one per line
+    _flag_type_changes(records)
+    problems = [(row, record) for row, record in enumerate(records) if record.problem]
     _, reformed = _lines(path)
-    if not problems and not reformed:
+    if not problems and not reformed and suffix == data_suffix(path):
         return path
     if problems and on_bad_row == "error":
-        row, line, reason, detail = problems[0]
+        row, record = problems[0]
+        reason, detail = record.problem
         raise RecipeError(
-            f"dataset {label!r}, row {row} (line {line} of {path}): {reason} ({detail}); {len(problems)} bad "
-            "line(s) in the file; fix the file or use on_bad_row=skip"
+            f"dataset {label!r}, row {row} ({record.where} of {path}): {reason} ({detail}); {len(problems)} bad "
+            "row(s) in the file; fix the file or use on_bad_row=skip"
         )
-    bad_rows = {problem[0] for problem in problems}
-    clean = Path(tempfile.mkdtemp(prefix="dpo-recipes-clean-")) / f"{path.name.split('.')[0]}{data_suffix(path)}"
-    with clean.open("wb") as target:
-        row = -1
-        for raw in _iter_lines(path):
-            row += 0 if data_suffix(path) == ".jsonl" and _is_blank(raw) else 1
-            if row not in bad_rows:
-                target.write(raw)
-    dropped.update(problem[2] for problem in problems)
-    return clean
+    dropped.update(record.problem[0] for _, record in problems)
+    return _write_records([record for record in records if not record.problem], path, suffix, header)
 
 
 def _load_failure(name_or_path: str, label: str, error: Exception) -> RecipeError:

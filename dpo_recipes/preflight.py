@@ -143,11 +143,11 @@ def check_run(script_args, training_args, model_args):
     return tokenizer
 
 
-def check_data(splits: dict, tokenizer=None, on_bad_row: str = "error") -> None:
+def check_data(splits: dict, tokenizer=None, on_bad_row: str = "error", escape_special_tokens: bool = False) -> None:
     """No pair's text holds the tokenizer's special tokens (chat-template injection: an error, or counted drops
     under on_bad_row=skip), and every split has pairs left (an empty train split would fail deep in TRL)."""
     for role, split in splits.items():
         if tokenizer is not None:
-            special_tokens.guard(split, tokenizer, f"{role} split", on_bad_row)
+            special_tokens.guard(split, tokenizer, f"{role} split", on_bad_row, escape_special_tokens)
         if split.rows_kept == 0 and split.rows_read:  # a stream counts as it is read, so rows_read 0 passes
             raise ConfigError(f"no usable pairs in the {role} split: {split.describe(role)}")

@@ -84,6 +84,12 @@ class RecipeArguments(ScriptArguments):
         metadata={"help": "Temperatures at which both models answer (0 = greedy); KL(π‖π_ref) is measured on the "
                   "policy's samples at temperature 1."},
     )  # fmt: skip
+    escape_special_tokens: bool = field(
+        default=False,
+        metadata={"help": "Keep pairs whose text holds the tokenizer's special tokens (e.g. '<|im_end|>'), with "
+                  "each token broken by a zero-width space so it is tokenized as plain text. Off: such a pair is an "
+                  "error (or, with on_bad_row skip, a counted drop): it would forge a turn or end an answer early."},
+    )  # fmt: skip
     allow_eval_on_train: bool = field(
         default=False,
         metadata={"help": "Allow a test split that reads the same rows as training (one data file, or the same "
@@ -252,7 +258,7 @@ def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mode
     threads = configure_threads(script_args.torch_threads)
     resume = checkpoint_to_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     splits = load_splits(script_args, training_args.seed)
-    check_data(splits, tokenizer, script_args.on_bad_row)
+    check_data(splits, tokenizer, script_args.on_bad_row, script_args.escape_special_tokens)
     train, test = splits["train"].dataset, splits["test"].dataset
     scored = test.select(range(min(script_args.eval_pairs, len(test)))) if script_args.eval_pairs else test
     trainer = build_dpo_trainer(model_args, training_args, train, scored)

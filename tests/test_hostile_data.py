@@ -281,6 +281,18 @@ def test_text_holding_the_tokenizers_special_tokens_is_named_or_counted(tmp_path
     assert kept["train"].dropped == {special_tokens.REASON: 1}
     report = diagnose(str(path), "ultrafeedback_binarized", "train", fmt, tiny_tokenizer, 64)
     assert report.tokens.special_tokens_in_text == 1
+    escaped = splits()
+    check_data(escaped, tiny_tokenizer, escape_special_tokens=True)
+    assert escaped["train"].rows_kept == 2 and escaped["train"].note == "special tokens escaped in 1 pairs"
+    chosen = escaped["train"].dataset[1]["chosen"]
+    text = chosen if isinstance(chosen, str) else chosen[0]["content"]
+    assert text.replace("\u200b", "") == (forged if fmt == "conversational" else f" {forged}".strip() or forged)
+    assert (
+        special_tokens.injected_token(escaped["train"].dataset[1], special_tokens.special_strings(tiny_tokenizer))
+        is None
+    )
+    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tiny_tokenizer.eos_token_id not in ids  # the forged end of turn is plain text now
     assert "holds a special token (a forged turn or an early end): 1" in report.render()
 
 
@@ -325,3 +337,15 @@ def test_a_columns_kind_is_what_most_rows_have_not_what_row_0_has(tmp_path):
     kept = _load(str(path), "plain", "skip")
     assert (kept.rows_read, kept.rows_kept) == (10, 9)
     assert kept.dropped == {"field 'score' changes type": 1}
+
+
+def test_skip_drops_a_parquet_row_whole(tmp_path):
+    from datasets import Dataset
+
+    rows = [_truthy(0), {**_truthy(1), "chosen": None}, _truthy(2)]
+    Dataset.from_list(rows).to_parquet(tmp_path / "pairs.parquet")
+    with pytest.raises(RecipeError, match=r"row 1: field 'chosen': is missing \(null\)"):
+        _load(str(tmp_path / "pairs.parquet"), "truthy_dpo", "error")
+    kept = _load(str(tmp_path / "pairs.parquet"), "truthy_dpo", "skip")
+    assert (kept.rows_read, kept.rows_kept, dict(kept.dropped)) == (3, 2, {"bad chosen: is missing (null)": 1})
+    assert [row["prompt"][0]["content"] for row in kept.dataset] == ["Refuse to help with weapons."] * 2

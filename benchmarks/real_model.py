@@ -84,6 +84,7 @@ def run_variant(args) -> dict:
     import common
     import torch
     from datasets import concatenate_datasets
+    from transformers import AutoConfig, AutoModelForCausalLM
     from trl import DPOConfig, ModelConfig
 
     from dpo_recipes.models import build_dpo_trainer
@@ -111,9 +112,8 @@ def run_variant(args) -> dict:
         real.append(int(batch["attention_mask"].sum()))
     trainer.train()
     seconds, _ = common.median_blocks(clock.stamps, 1, 1)
-    parameters = sum(p.numel() for p in trainer.model.parameters())
-    if model_kw.get("load_in_4bit"):  # 4-bit weights count as packed bytes in numel(): count the model's size
-        parameters = 134_515_008
+    with torch.device("meta"):  # the model's own size: 4-bit weights report packed bytes in numel()
+        parameters = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model)).num_parameters()
     tokens = sorted(padded[1:])[len(padded[1:]) // 2]
     peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss * 1024  # fmt: skip

@@ -58,12 +58,24 @@ def review_prompts(held_out: bool) -> list[str]:
             for template in TEMPLATES]  # fmt: skip
 
 
+def _file_hash(source: str | None) -> str | None:
+    if source is None or source == BUILTIN_REVIEWS:
+        return None
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+
+
 def read_prompts(source: str) -> list[str]:
     """Prompts from a text file (one per line) or a JSONL file (a ``prompt`` field per line)."""
     lines = [line for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if source.endswith(".jsonl"):
-        return [json.loads(line)["prompt"] for line in lines]
-    return [line.strip() for line in lines]
+    if not source.endswith(".jsonl"):
+        return [line.strip() for line in lines]
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        record = json.loads(line)
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
+            raise ConfigError(f"{source}, non-blank line {number}: expected an object with a text 'prompt'")
+        prompts.append(record["prompt"])
+    return prompts
 
 
 @dataclass
@@ -84,7 +96,21 @@ class PairSettings:
     seed: int = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """A hash of the settings and of the prompt files' *contents* (an edited prompt file is new data). A model
+        is keyed by its name: a local checkpoint retrained in place needs a new --output."""
+        contents = [_file_hash(source) for source in (self.train_prompts, self.test_prompts)]
+        return hashlib.sha256(json.dumps([asdict(self), contents], sort_keys=True).encode()).hexdigest()[:16]
+
+    def check(self) -> None:
+        """Settings that cannot give pairs, or would leak held-out prompts into training: a ConfigError."""
+        if self.k < 2 or (self.k_test < 2 and self.n_test != 0):
+            raise ConfigError(f"k = {self.k}, k_test = {self.k_test}: a pair needs at least 2 answers per prompt")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature {self.temperature:g} must be > 0: greedy answers are all the same")
+        shared = set(self.prompts("train")) & set(self.prompts("test"))
+        if shared:
+            raise ConfigError(f"{len(shared)} held-out prompt(s) are also training prompts (e.g. {min(shared)!r}): "
+                              "held-out prompts must be new")  # fmt: skip
 
     def prompts(self, split: str) -> list[str]:
         """The prompts of a split, a seeded sample of ``n_train``/``n_test`` of them."""
@@ -129,8 +155,8 @@ def judged_pairs(
     """
     from dpo_recipes.evaluation import generate_ids
 
-    if k < 2:
-        raise ValueError(f"k = {k}: a pair needs at least 2 answers per prompt")
+    if k < 2 or not temperature > 0:
+        raise ValueError(f"k = {k}, temperature {temperature:g}: a pair needs 2 or more sampled answers (T > 0)")
     conversations: list[Messages] = [[{"role": "user", "content": prompt}] for prompt in prompts]
     draws = [generate_ids(model, tokenizer, conversations, max_new_tokens, temperature, seed=seed + draw,
                           desc=f"Sampling answers {draw + 1}/{k}") for draw in range(k)]  # fmt: skip
@@ -169,6 +195,7 @@ def build_pairs_dataset(settings: PairSettings, path: Path, model=None, tokenize
     if model is None:
         location = embedded.resolve(settings.model)
         model, tokenizer = AutoModelForCausalLM.from_pretrained(location), AutoTokenizer.from_pretrained(location)
+    settings.check()
     judge, report = get_judge(settings.judge), {"settings": asdict(settings), "key": settings.key(), "splits": {}}
     for split, name in SPLITS.items():
         prompts = settings.prompts(split)
@@ -190,6 +217,7 @@ def write_pairs(settings: PairSettings, output_dir: str | Path) -> tuple[dict, b
     """``build_pairs_dataset`` into ``output_dir``, moved into place whole; a directory already holding pairs
     made with the same settings is reused (returns its account and True)."""
     output_dir = Path(output_dir)
+    settings.check()
     existing = output_dir / "pairs.json"
     if existing.is_file():
         report = json.loads(existing.read_text())

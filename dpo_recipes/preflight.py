@@ -80,7 +80,10 @@ def evaluates_on_train_rows(script_args) -> bool:
 def _shortest_pair(tokenizer, conversational: bool) -> int:
     """Tokens of the shortest possible pair sequence: an empty prompt (in the chat template) and one token."""
     if conversational and tokenizer.chat_template:
-        empty = tokenizer.apply_chat_template([{"role": "user", "content": ""}], add_generation_prompt=True)
+        try:
+            empty = tokenizer.apply_chat_template([{"role": "user", "content": ""}], add_generation_prompt=True)
+        except Exception:  # a template that refuses an empty or lone user turn: fall back to the bare minimum
+            return 2
         return len(empty["input_ids"] if isinstance(empty, dict) else empty) + 1
     return 2
 

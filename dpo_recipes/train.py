@@ -193,7 +193,8 @@ def checkpoint_to_resume(value: str | None, output_dir: str) -> str | None:
         raise ConfigError(f"the run in {output_dir!r} already finished at step {finished['global_step']} "
                           "(metrics.json holds its results): nothing to resume. To train further, start a new run "
                           "with another --output_dir")  # fmt: skip
-    found = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda path: int(path.name.rsplit("-", 1)[-1]))
+    numbered = [path for path in Path(output_dir).glob("checkpoint-*") if path.name.split("-", 1)[1].isdigit()]
+    found = sorted(numbered, key=lambda path: int(path.name.split("-", 1)[1]))  # not a user's "checkpoint-old"
     complete = [path for path in found if trainer_state(path) is not None]
     for partial in sorted(set(found) - set(complete)):
         logger.warning("Ignoring %s: its trainer_state.json is missing or unreadable (cut off while written)", partial)

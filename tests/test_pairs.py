@@ -59,7 +59,7 @@ def test_judged_pairs_count_and_order_best_against_worst(tiny):
                                        max_new_tokens=12, min_gap=100.0)  # fmt: skip
     assert gapped == [row for row in rows if row["score_chosen"] == row["score_rejected"]]
     assert gap_account.below_gap == account.pairs
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="2 or more sampled answers"):
         judged_pairs(model, tokenizer, prompts, length_judge, k=1, temperature=1.0, max_new_tokens=4)
 
 
@@ -85,6 +85,26 @@ def test_written_pairs_are_read_by_the_recipe_and_reused(tmp_path, tiny_sft_path
     assert write_pairs(settings, out) == (report, True)  # same settings: the cache is reused
     with pytest.raises(ConfigError, match="other settings"):
         write_pairs(PairSettings(**{**settings.__dict__, "k": 2}), out)
+    prompts.write_text(prompts.read_text() + "What do you think of the pink whale?\n")  # the same path, new prompts
+    with pytest.raises(ConfigError, match="other settings"):
+        write_pairs(settings, out)  # an edited prompt file is new data, never the old pairs reused
+
+
+def test_pair_settings_that_cannot_work_or_would_leak_are_refused(tmp_path):
+    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
+    train.write_text("Review the zoo.\nReview the park.\n")
+    test.write_text("Review the museum.\nReview the zoo.\n")
+    with pytest.raises(
+        ConfigError, match=r"1 held-out prompt\(s\) are also training prompts \(e.g. 'Review the zoo.'\)"
+    ):
+        PairSettings(model="m", train_prompts=str(train), test_prompts=str(test)).check()
+    with pytest.raises(ConfigError, match="temperature 0 must be > 0"):
+        PairSettings(model="m", temperature=0.0).check()
+    with pytest.raises(ConfigError, match="at least 2 answers"):
+        PairSettings(model="m", k=1).check()
+    (tmp_path / "bad.jsonl").write_text('{"text": "Review the zoo."}\n')
+    with pytest.raises(ConfigError, match=r"bad.jsonl, non-blank line 1: expected an object with a text 'prompt'"):
+        PairSettings(model="m", train_prompts=str(tmp_path / "bad.jsonl")).prompts("train")
 
 
 def test_pairs_command_writes_and_then_reuses(tmp_path, tiny_sft_path, capsys):

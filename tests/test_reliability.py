@@ -1,5 +1,6 @@
 """A run fails fast and clearly, survives SIGKILL, is deterministic, and keeps the security defaults."""
 
+import copy
 import json
 import os
 import re
@@ -210,6 +211,7 @@ def test_incomplete_checkpoints_and_finished_runs_are_not_resumed(tmp_path):
     for step, state in ((5, '{"global_step": 5}'), (10, ""), (15, '{"global_step": 1')):  # 0-byte, cut off
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-old").mkdir()  # a user's copy, not one of transformers' numbered checkpoints
     assert checkpoint_to_resume("last", str(tmp_path)) == str(tmp_path / "checkpoint-5")
     with pytest.raises(ConfigError, match="no readable trainer_state.json"):
         checkpoint_to_resume(str(tmp_path / "checkpoint-10"), str(tmp_path))
@@ -262,3 +264,12 @@ def test_sigterm_to_accelerate_launch_stops_the_training_process(tmp_path, tiny_
         for process in psutil.Process().children(recursive=True):
             process.kill()
     assert not (tmp_path / "adapter_model.safetensors").exists()  # stopped mid-run: nothing final published
+
+
+def test_a_chat_template_that_refuses_an_empty_turn_does_not_break_preflight(tiny_tokenizer):
+    from dpo_recipes.preflight import _shortest_pair
+
+    strict = copy.deepcopy(tiny_tokenizer)
+    strict.chat_template = "{% if messages[0]['content'] == '' %}{{ raise_exception('empty turn') }}{% endif %}x"
+    assert _shortest_pair(strict, conversational=True) == 2
+    assert _shortest_pair(tiny_tokenizer, conversational=True) > 2

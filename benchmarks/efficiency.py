@@ -42,10 +42,22 @@ def run(size: str, batch: int, reps: int) -> dict:
     peak = matmul_peak()
     steps = 1 + reps
     clock = TokenCounter()
-    args = DPOConfig(output_dir="/tmp/dpo-bench-efficiency", per_device_train_batch_size=batch, max_steps=steps,
-                     bf16=False, use_cpu=True, report_to="none", save_strategy="no", logging_steps=10**6)  # fmt: skip
-    trainer = build_dpo_trainer(ModelConfig(model_name_or_path=common.model_path(size), dtype="float32"), args,
-                                common.pairs(batch * steps), callbacks=[clock])  # fmt: skip
+    args = DPOConfig(
+        output_dir="/tmp/dpo-bench-efficiency",
+        per_device_train_batch_size=batch,
+        max_steps=steps,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+    )
+    trainer = build_dpo_trainer(
+        ModelConfig(model_name_or_path=common.model_path(size), dtype="float32"),
+        args,
+        common.pairs(batch * steps),
+        callbacks=[clock],
+    )
     for batch_ in trainer.get_train_dataloader():  # the same seeded batches the run will see
         clock.padded.append(batch_["attention_mask"].numel())
         clock.real.append(int(batch_["attention_mask"].sum()))
@@ -55,6 +67,15 @@ def run(size: str, batch: int, reps: int) -> dict:
     tokens = sorted(clock.padded[1:])[len(clock.padded[1:]) // 2]
     flops = 8 * params * tokens
     real_share = sum(clock.real) / sum(clock.padded)
-    return {"size": size, "parameters": params, "batch": batch, "tokens_per_step": tokens, "s/step": seconds,
-            "flop/s": flops / seconds, "matmul_peak": peak, "share_of_peak": flops / seconds / peak,
-            "real_token_share": real_share, "gpu": "not measured"}  # fmt: skip
+    return {
+        "size": size,
+        "parameters": params,
+        "batch": batch,
+        "tokens_per_step": tokens,
+        "s/step": seconds,
+        "flop/s": flops / seconds,
+        "matmul_peak": peak,
+        "share_of_peak": flops / seconds / peak,
+        "real_token_share": real_share,
+        "gpu": "not measured",
+    }

@@ -28,8 +28,13 @@ class PaddedPairs(torch.utils.data.Dataset):
     def __getitem__(self, index):
         row, encoded = self.rows[index], {}
         for key in ("chosen", "rejected"):
-            tokens = self.tokenizer(row["prompt"] + row[key], max_length=self.max_length, truncation=True,
-                                    padding="max_length", return_tensors="pt")  # fmt: skip
+            tokens = self.tokenizer(
+                row["prompt"] + row[key],
+                max_length=self.max_length,
+                truncation=True,
+                padding="max_length",
+                return_tensors="pt",
+            )
             encoded[f"{key}_input_ids"] = tokens["input_ids"].squeeze(0)
             encoded[f"{key}_attention_mask"] = tokens["attention_mask"].squeeze(0)
         return encoded
@@ -70,8 +75,12 @@ class LectureDPO:
 
 def step_times(model, rows: list[dict], tokenizer, batch_size: int, max_length: int, steps: int) -> list[float]:
     """End time of each of ``steps`` training steps (time.perf_counter), the first entry being the start."""
-    loader = torch.utils.data.DataLoader(PaddedPairs(rows, tokenizer, max_length), batch_size=batch_size,
-                                         shuffle=True, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        PaddedPairs(rows, tokenizer, max_length),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     trainer, stamps = LectureDPO(model.train()), [time.perf_counter()]
     while len(stamps) <= steps:  # as many epochs as it takes, reshuffled each epoch as the lecture does
         for batch in loader:

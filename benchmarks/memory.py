@@ -16,9 +16,15 @@ from pathlib import Path
 POLICIES = {
     "full": {},
     "lora": {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "lora_target_modules": "all-linear"},
-    "qlora": {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "lora_target_modules": "all-linear",
-              "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"},
-}  # fmt: skip
+    "qlora": {
+        "use_peft": True,
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_target_modules": "all-linear",
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+    },
+}
 
 
 def resident_mib() -> dict:
@@ -63,8 +69,16 @@ def measure(mode: str, size: str, batch: int = 8, steps: int = 2) -> dict:
 
     idle, idle_split = peak_rss_mib(), resident_mib()  # torch, transformers, TRL imported; no model yet
     model_args = ModelConfig(model_name_or_path=common.model_path(size), dtype="float32", **POLICIES[mode])
-    args = DPOConfig(output_dir=f"/tmp/dpo-bench-memory-{mode}", per_device_train_batch_size=batch, max_steps=steps,
-                     bf16=False, use_cpu=True, report_to="none", save_strategy="no", logging_steps=10**6)  # fmt: skip
+    args = DPOConfig(
+        output_dir=f"/tmp/dpo-bench-memory-{mode}",
+        per_device_train_batch_size=batch,
+        max_steps=steps,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+    )
     trainer = build_dpo_trainer(model_args, args, common.pairs(batch * steps))
     loading_peak = peak_rss_mib()  # loading: a 4-bit base is read in full precision, then quantized
     training_peak = None
@@ -74,10 +88,17 @@ def measure(mode: str, size: str, batch: int = 8, steps: int = 2) -> dict:
     else:
         trainer.train()
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"mode": mode, "idle_rss_mib": idle, "loading_peak_rss_mib": loading_peak,
-            "training_peak_rss_mib": training_peak, "peak_rss_mib": peak_rss_mib(), "cuda_peak_mib": cuda,
-            "idle_private_mib": idle_split.get("RssAnon"), "trained_private_mib": resident_mib().get("RssAnon"),
-            "trained_file_mib": resident_mib().get("RssFile")}  # fmt: skip
+    return {
+        "mode": mode,
+        "idle_rss_mib": idle,
+        "loading_peak_rss_mib": loading_peak,
+        "training_peak_rss_mib": training_peak,
+        "peak_rss_mib": peak_rss_mib(),
+        "cuda_peak_mib": cuda,
+        "idle_private_mib": idle_split.get("RssAnon"),
+        "trained_private_mib": resident_mib().get("RssAnon"),
+        "trained_file_mib": resident_mib().get("RssFile"),
+    }
 
 
 def run(size: str) -> dict:

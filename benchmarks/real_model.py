@@ -32,15 +32,21 @@ ALL_LINEAR = r".*\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj"
 VARIANTS = {  # name -> (ModelConfig keywords, DPOConfig keywords, FLOPs per token in units of N)
     "lora, all 30 blocks": (dict(use_peft=True, lora_target_modules=ALL_LINEAR), {}, 6),
     "lora, top 10 blocks (main job)": (dict(use_peft=True, lora_target_modules=TOP_10), {}, 6),
-    "lora, top 10 blocks + cached reference": (dict(use_peft=True, lora_target_modules=TOP_10),
-                                               dict(precompute_ref_log_probs=True), 4),
+    "lora, top 10 blocks + cached reference": (
+        dict(use_peft=True, lora_target_modules=TOP_10),
+        dict(precompute_ref_log_probs=True),
+        4,
+    ),
     "qlora (NF4), all 30 blocks": (dict(use_peft=True, lora_target_modules=ALL_LINEAR, load_in_4bit=True), {}, 6),
-}  # fmt: skip
+}
 GPU_VARIANTS = {
     "full fine-tune": (dict(), {}, 8),
-    "lora, all 30 blocks, bf16": (dict(use_peft=True, lora_target_modules=ALL_LINEAR, dtype="bfloat16"),
-                                  dict(bf16=True), 6),
-}  # fmt: skip
+    "lora, all 30 blocks, bf16": (
+        dict(use_peft=True, lora_target_modules=ALL_LINEAR, dtype="bfloat16"),
+        dict(bf16=True),
+        6,
+    ),
+}
 
 
 def matmul_peak(device: str) -> float:
@@ -96,11 +102,21 @@ def run_variant(args) -> dict:
     model, pairs = model_and_pairs(args)
     steps = 1 + args.steps
     clock = common.StepClock()
-    dpo = DPOConfig(output_dir="/tmp/dpo-bench-real", per_device_train_batch_size=args.batch, max_steps=steps,
-                    max_length=128, use_cpu=args.device == "cpu", report_to="none", save_strategy="no",
-                    logging_steps=10**6, bf16=dpo_kw.pop("bf16", False), **dpo_kw)  # fmt: skip
-    model_args = ModelConfig(model_name_or_path=model, dtype=model_kw.pop("dtype", "float32"), lora_r=16,
-                             lora_alpha=32, **model_kw)  # fmt: skip
+    dpo = DPOConfig(
+        output_dir="/tmp/dpo-bench-real",
+        per_device_train_batch_size=args.batch,
+        max_steps=steps,
+        max_length=128,
+        use_cpu=args.device == "cpu",
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+        bf16=dpo_kw.pop("bf16", False),
+        **dpo_kw,
+    )
+    model_args = ModelConfig(
+        model_name_or_path=model, dtype=model_kw.pop("dtype", "float32"), lora_r=16, lora_alpha=32, **model_kw
+    )
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     needed = args.batch * steps  # pairs repeat when a run needs more than the 127 there are
@@ -115,11 +131,20 @@ def run_variant(args) -> dict:
     with torch.device("meta"):  # the model's own size: 4-bit weights report packed bytes in numel()
         parameters = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model)).num_parameters()
     tokens = sorted(padded[1:])[len(padded[1:]) // 2]
-    peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss * 1024  # fmt: skip
-    return {"variant": args.variant, "s/step": seconds, "tokens_per_step": tokens,
-            "real_tokens/s": sum(real[1:]) / len(real[1:]) / seconds, "real_token_share": sum(real) / sum(padded),
-            "flop/s": flops_per_n * parameters * tokens / seconds, "peak_memory_mib": peak / 2**20}  # fmt: skip
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if args.device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "variant": args.variant,
+        "s/step": seconds,
+        "tokens_per_step": tokens,
+        "real_tokens/s": sum(real[1:]) / len(real[1:]) / seconds,
+        "real_token_share": sum(real) / sum(padded),
+        "flop/s": flops_per_n * parameters * tokens / seconds,
+        "peak_memory_mib": peak / 2**20,
+    }
 
 
 def main() -> None:
@@ -138,25 +163,31 @@ def main() -> None:
         print("RESULT " + json.dumps(run_variant(args)), flush=True)
         return
     variants = [*VARIANTS, *(GPU_VARIANTS if args.device == "cuda" else [])]
-    forwarded = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
-                 if value is not None and key not in ("json", "variant")]  # fmt: skip
+    forwarded = [
+        f"--{key.replace('_', '-')}={value}"
+        for key, value in vars(args).items()
+        if value is not None and key not in ("json", "variant")
+    ]
     peak, rows = matmul_peak(args.device), []
     for name in variants:
         print(f"… {name}", flush=True)
-        done = subprocess.run([sys.executable, __file__, *forwarded, "--variant", name], capture_output=True,
-                              text=True)  # fmt: skip
+        done = subprocess.run([sys.executable, __file__, *forwarded, "--variant", name], capture_output=True, text=True)
         result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode or not result:
             print(done.stdout[-2000:], done.stderr[-3000:])
             raise SystemExit(f"variant {name!r} failed")
         rows.append({**json.loads(result[0][7:]), "matmul_peak": peak})
-    print(f"\nSmolLM2-135M-Instruct DPO step, {args.device}, batch {args.batch} pairs, max_length 128; matmul peak "
-          f"{peak / 1e12:.3g} TFLOP/s ({'bf16' if args.device == 'cuda' else 'fp32'})\n")  # fmt: skip
+    print(
+        f"\nSmolLM2-135M-Instruct DPO step, {args.device}, batch {args.batch} pairs, max_length 128; matmul peak "
+        f"{peak / 1e12:.3g} TFLOP/s ({'bf16' if args.device == 'cuda' else 'fp32'})\n"
+    )
     print("| variant | s/step | real tokens/s | peak memory (MiB) | FLOP/s | share of matmul peak |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['variant']} | {row['s/step']:.3f} | {row['real_tokens/s']:.0f} | {row['peak_memory_mib']:.0f} "
-              f"| {row['flop/s'] / 1e9:.1f} G | {row['flop/s'] / peak:.1%} |")  # fmt: skip
+        print(
+            f"| {row['variant']} | {row['s/step']:.3f} | {row['real_tokens/s']:.0f} | {row['peak_memory_mib']:.0f} "
+            f"| {row['flop/s'] / 1e9:.1f} G | {row['flop/s'] / peak:.1%} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

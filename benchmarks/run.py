@@ -32,20 +32,44 @@ import throughput  # noqa: E402
 from dpo_recipes.files import atomic_write_text  # noqa: E402
 from dpo_recipes.reporting import pyplot, save_figure  # noqa: E402
 
-FULL = dict(small="20M", large="100M", batch=16, epochs=6, pool=48, max_length=128, varied_batch=8, varied_pool=128,
-            reps=5, pairs=[16, 32, 64, 128], repeats=[0, 2, 4, 8])  # fmt: skip
-QUICK = dict(small="tiny", large="tiny", batch=4, epochs=2, pool=8, max_length=64, varied_batch=4, varied_pool=32,
-             reps=1, pairs=[4, 8], repeats=[0, 1])  # fmt: skip
+FULL = dict(
+    small="20M",
+    large="100M",
+    batch=16,
+    epochs=6,
+    pool=48,
+    max_length=128,
+    varied_batch=8,
+    varied_pool=128,
+    reps=5,
+    pairs=[16, 32, 64, 128],
+    repeats=[0, 2, 4, 8],
+)
+QUICK = dict(
+    small="tiny",
+    large="tiny",
+    batch=4,
+    epochs=2,
+    pool=8,
+    max_length=64,
+    varied_batch=4,
+    varied_pool=32,
+    reps=1,
+    pairs=[4, 8],
+    repeats=[0, 1],
+)
 
 
 def measure(settings: dict, output_dir: str) -> dict:
     started = time.time()
     results = {"machine": common.machine(), "settings": settings}
     print("1-3. throughput, reference cache, padding …", flush=True)
-    results["throughput"] = throughput.run(settings["small"], settings["batch"], settings["epochs"], settings["pool"],
-                                           settings["max_length"], output_dir)  # fmt: skip
-    results["throughput_varied"] = throughput.run_varied(settings["small"], settings["varied_batch"],
-                                                         settings["varied_pool"], output_dir)  # fmt: skip
+    results["throughput"] = throughput.run(
+        settings["small"], settings["batch"], settings["epochs"], settings["pool"], settings["max_length"], output_dir
+    )
+    results["throughput_varied"] = throughput.run_varied(
+        settings["small"], settings["varied_batch"], settings["varied_pool"], output_dir
+    )
     print("4. memory (one process per policy) …", flush=True)
     results["memory"] = memory.run(settings["large"])
     print("5. FLOP/s against the matmul peak …", flush=True)
@@ -105,7 +129,7 @@ def table(results: dict) -> str:
         *[
             f"| {name} | {seconds:.3f} | {tv['s/step']['trl'] / seconds:.2f}× |"
             for name, seconds in tv["s/step"].items()
-        ],  # fmt: skip
+        ],
         "",
         "### 2. Reference log-probs cached (TRL's precompute_ref_log_probs + the datasets cache)",
         "",
@@ -134,7 +158,7 @@ def table(results: dict) -> str:
             f"{train_peak(row):.0f} MiB ({train_peak(row) / train_peak(mem['full']):.2f}×) | {private(row):.0f} MiB "
             f"({private(row) / private(mem['full']):.2f}×) | {row['trained_file_mib']:.0f} MiB |"
             for mode, row in mem.items()
-        ],  # fmt: skip
+        ],
         "",
         f"Target QLoRA ≤ 0.35× full: private memory **{private(mem['qlora']) / private(mem['full']):.2f}×**; "
         f"training peak RSS **{train_peak(mem['qlora']) / train_peak(mem['full']):.2f}×**. RSS also counts the "

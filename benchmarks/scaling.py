@@ -14,9 +14,17 @@ FILLER = " Tell me about the red fox and the golden river and the black forest."
 
 
 def _train_seconds(path: str, data, batch: int, max_length: int) -> float:
-    args = DPOConfig(output_dir="/tmp/dpo-bench-scaling", per_device_train_batch_size=batch, num_train_epochs=1,
-                     max_length=max_length, bf16=False, use_cpu=True, report_to="none", save_strategy="no",
-                     logging_steps=10**6)  # fmt: skip
+    args = DPOConfig(
+        output_dir="/tmp/dpo-bench-scaling",
+        per_device_train_batch_size=batch,
+        num_train_epochs=1,
+        max_length=max_length,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+    )
     trainer = build_dpo_trainer(ModelConfig(model_name_or_path=path, dtype="float32"), args, data)
     started = time.perf_counter()
     trainer.train()
@@ -51,5 +59,10 @@ def run(size: str, batch: int, pair_counts: list[int], repeats: list[int]) -> di
     for k in repeats:
         data = longer(base, k)
         by_length[round(common.real_tokens_per_pair(data, tok) / 2)] = _train_seconds(path, data, batch, 1024) / 2
-    return {"size": size, "batch": batch, "seconds_by_pairs": by_pairs, "fit": {"intercept_s": intercept,
-            "s_per_pair": per_pair, "r2": r2}, "seconds_per_step_by_tokens_per_sequence": by_length}  # fmt: skip
+    return {
+        "size": size,
+        "batch": batch,
+        "seconds_by_pairs": by_pairs,
+        "fit": {"intercept_s": intercept, "s_per_pair": per_pair, "r2": r2},
+        "seconds_per_step_by_tokens_per_sequence": by_length,
+    }

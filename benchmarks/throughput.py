@@ -33,15 +33,27 @@ VARIANTS = {
 def build(variant: str, path: str, data, output_dir: str, batch: int, epochs: int, max_length: int, beta=0.1):
     """(trainer, its step clock, seconds to build it) for one variant."""
     clock = common.StepClock()
-    args = DPOConfig(output_dir=output_dir, per_device_train_batch_size=batch, num_train_epochs=epochs,
-                     max_length=max_length, bf16=False, use_cpu=True, report_to="none", save_strategy="no",
-                     logging_steps=10**6, seed=0, beta=beta, **VARIANTS[variant])  # fmt: skip
+    args = DPOConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch,
+        num_train_epochs=epochs,
+        max_length=max_length,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+        seed=0,
+        beta=beta,
+        **VARIANTS[variant],
+    )
     started = time.perf_counter()
     if variant == "trl":
         trainer = DPOTrainer(model=path, args=args, train_dataset=data, callbacks=[clock])
     else:
-        trainer = build_dpo_trainer(ModelConfig(model_name_or_path=path, dtype="float32"), args, data,
-                                    callbacks=[clock])  # fmt: skip
+        trainer = build_dpo_trainer(
+            ModelConfig(model_name_or_path=path, dtype="float32"), args, data, callbacks=[clock]
+        )
     return trainer, clock, time.perf_counter() - started
 
 
@@ -64,8 +76,10 @@ def padding_share(trainer) -> float:
 
 def padding_shares(path: str, data, batch: int, max_length: int, output_dir: str) -> dict:
     """Item 3: padding among all token positions of an epoch, random vs grouped batches."""
-    return {variant: padding_share(build(variant, path, data, output_dir, batch, 1, max_length)[0])
-            for variant in ("recipe, speed options off", "recipe, length grouping")}  # fmt: skip
+    return {
+        variant: padding_share(build(variant, path, data, output_dir, batch, 1, max_length)[0])
+        for variant in ("recipe, speed options off", "recipe, length grouping")
+    }
 
 
 def varied_lengths(data, seed: int = 0):
@@ -80,9 +94,14 @@ def varied_lengths(data, seed: int = 0):
 
 
 def lecture_seconds_per_step(path: str, data, tok, batch: int, epochs: int, max_length: int) -> float:
-    rows = [{"prompt": tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False),
-             "chosen": r["chosen"][0]["content"] + tok.eos_token,
-             "rejected": r["rejected"][0]["content"] + tok.eos_token} for r in data]  # fmt: skip
+    rows = [
+        {
+            "prompt": tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False),
+            "chosen": r["chosen"][0]["content"] + tok.eos_token,
+            "rejected": r["rejected"][0]["content"] + tok.eos_token,
+        }
+        for r in data
+    ]
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     steps = len(data) // batch
     stamps = from_scratch.step_times(model, rows, tok, batch, max_length, steps * epochs)
@@ -109,13 +128,26 @@ def run(size: str, batch: int, epochs: int, pool: int, max_length: int, output_d
     ]  # the second run of a β sweep reads the first's reference log-probs
     shares = padding_shares(path, common.pairs(512), batch, max_length, output_dir)
     tokens_per_pair = common.real_tokens_per_pair(data, tok)
-    table = {name: {"s/step": s, "pairs/s": batch / s, "tokens/s": batch * tokens_per_pair / s}
-             for name, s in seconds.items()}  # fmt: skip
-    extra = {"reference precompute, first build (s)": builds[0], "reference precompute, cached build (s)": builds[1],
-             "padding share, random batches": shares["recipe, speed options off"],
-             "padding share, grouped batches": shares["recipe, length grouping"]}  # fmt: skip
-    return {"size": size, "batch": batch, "pool": pool, "epochs": epochs, "max_length": max_length,
-            "tokens_per_pair": tokens_per_pair, "variants": table, "extra": extra}  # fmt: skip
+    table = {
+        name: {"s/step": s, "pairs/s": batch / s, "tokens/s": batch * tokens_per_pair / s}
+        for name, s in seconds.items()
+    }
+    extra = {
+        "reference precompute, first build (s)": builds[0],
+        "reference precompute, cached build (s)": builds[1],
+        "padding share, random batches": shares["recipe, speed options off"],
+        "padding share, grouped batches": shares["recipe, length grouping"],
+    }
+    return {
+        "size": size,
+        "batch": batch,
+        "pool": pool,
+        "epochs": epochs,
+        "max_length": max_length,
+        "tokens_per_pair": tokens_per_pair,
+        "variants": table,
+        "extra": extra,
+    }
 
 
 def run_varied(size: str, batch: int, pool: int, output_dir: str) -> dict:
@@ -129,6 +161,11 @@ def run_varied(size: str, batch: int, pool: int, output_dir: str) -> dict:
         trainer.train()
         seconds[variant] = (clock.stamps[-1] - clock.stamps[0]) / (len(clock.stamps) - 1)
     shares = padding_shares(path, data, batch, 512, output_dir)
-    return {"tokens_per_pair": common.real_tokens_per_pair(data, tok), "pairs": len(data), "batch": batch,
-            "s/step": seconds, "padding share, random batches": shares["recipe, speed options off"],
-            "padding share, grouped batches": shares["recipe, length grouping"]}  # fmt: skip
+    return {
+        "tokens_per_pair": common.real_tokens_per_pair(data, tok),
+        "pairs": len(data),
+        "batch": batch,
+        "s/step": seconds,
+        "padding share, random batches": shares["recipe, speed options off"],
+        "padding share, grouped batches": shares["recipe, length grouping"],
+    }

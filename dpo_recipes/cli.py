@@ -19,6 +19,7 @@ import sys
 
 import yaml
 
+from dpo_recipes.crosscheck.runner import CheckData
 from dpo_recipes.data import FORMATS, RECIPES, RecipeError, get_recipe, load_preference_splits
 from dpo_recipes.data.doctor import diagnose
 
@@ -82,30 +83,30 @@ def data_doctor(args) -> None:
 
 
 def crosscheck(args) -> None:
-    from dpo_recipes import embedded
     from dpo_recipes.crosscheck import runner
 
-    model, dataset, recipe, split, settings = args.model, args.dataset, args.recipe, args.split, None
+    config, settings = {}, None
     if args.config:
         with open(args.config) as handle:
             config = yaml.safe_load(handle)
-        model = args.model or config.get("model_name_or_path")
-        dataset = args.dataset or config.get("dataset_name")
-        recipe = args.recipe or config.get("dataset_recipe")
-        split = args.split or config.get("dataset_test_split")
         settings = [runner.setting_from_config(config)]
-    data = dict(
-        model=model or embedded.TINY_SFT,
-        dataset=dataset or embedded.WORLD,
-        recipe=recipe or "ultrafeedback_binarized",
-        split=split or "test_prefs",
+    given = {  # a flag, else the YAML's value, else the default of CheckData
+        "model": args.model or config.get("model_name_or_path"),
+        "dataset": args.dataset or config.get("dataset_name"),
+        "recipe": args.recipe or config.get("dataset_recipe"),
+        "split": args.split or config.get("dataset_test_split"),
+        "n_pairs": args.pairs,
+    }
+    data = runner.CheckData(**{key: value for key, value in given.items() if value is not None})
+    results = runner.crosscheck(args.loss_type, args.policy, data, settings=settings, dtype=args.dtype)
+    extra = (
+        []
+        if args.skip_training_checks
+        else [
+            runner.check_precomputed_reference(args.policy, data),
+            runner.check_gradient_accumulation(args.policy, data),
+        ]
     )
-    results = runner.crosscheck(args.loss_type, args.policy, n_pairs=args.pairs, settings=settings, dtype=args.dtype,
-                                **data)  # fmt: skip
-    extra = [] if args.skip_training_checks else [
-        runner.check_precomputed_reference(args.policy, args.pairs, **data),
-        runner.check_gradient_accumulation(args.policy, args.pairs, **data),
-    ]  # fmt: skip
     print(runner.render(results))
     for row in extra:
         measured = f"{row.trl:.3g} (reference {row.reference:.7g}, tol {row.tolerance:g})"
@@ -124,37 +125,64 @@ def evaluate(args) -> None:
 
     temperatures = [float(t) for t in args.temperatures.split(",")]
     results = evaluate_run(
-        args.run_dir, args.judge, temperatures, args.n_prompts, args.max_new_tokens, args.seed, args.base_model,
-        args.dataset, args.recipe, args.split, args.max_pairs,
-    )  # fmt: skip
+        args.run_dir,
+        judge=args.judge,
+        temperatures=temperatures,
+        n_prompts=args.n_prompts,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        base_model=args.base_model,
+        dataset=args.dataset,
+        recipe=args.recipe,
+        split=args.split,
+        max_pairs=args.max_pairs,
+    )
     for point in results["temperatures"]:
         low, high = point["ci95"]
-        print(f"temperature {point['temperature']:<5g} win rate {point['win_rate']:.3f} [{low:.3f}, {high:.3f}]  "
-              f"reward {point['mean_reward_policy']:+.3f} vs {point['mean_reward_reference']:+.3f}")  # fmt: skip
+        print(
+            f"temperature {point['temperature']:<5g} win rate {point['win_rate']:.3f} [{low:.3f}, {high:.3f}]  "
+            f"reward {point['mean_reward_policy']:+.3f} vs {point['mean_reward_reference']:+.3f}"
+        )
     kl, implicit = results["kl"], results["implicit_reward"]
-    print(f"KL(policy || reference) {kl['mean']:.3f} ± {kl['stderr']:.3f} nats; held-out implicit-reward "
-          f"accuracy {implicit['accuracy']:.3f}, margin {implicit['margin']:.3f}")  # fmt: skip
+    print(
+        f"KL(policy || reference) {kl['mean']:.3f} ± {kl['stderr']:.3f} nats; held-out implicit-reward "
+        f"accuracy {implicit['accuracy']:.3f}, margin {implicit['margin']:.3f}"
+    )
     print(f"Written: {args.run_dir}/evaluation.json, win_rate_vs_temperature.png, report.md")
 
 
 def pairs(args) -> None:
+    from dpo_recipes import embedded
     from dpo_recipes.pairs import PairSettings, write_pairs
     from dpo_recipes.runtime import configure_threads
 
     logging.getLogger().setLevel(logging.INFO)
     configure_threads(args.threads)
     settings = PairSettings(
-        model=args.model, judge=args.judge, train_prompts=args.prompts, test_prompts=args.test_prompts,
-        n_train=args.n_train, n_test=args.n_test, k=args.k, k_test=args.k_test, temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens, min_gap=args.min_gap, seed=args.seed,
-    )  # fmt: skip
-    report, reused = write_pairs(settings, args.output)
+        model=args.model,
+        judge=args.judge,
+        train_prompts=args.prompts,
+        test_prompts=args.test_prompts,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        k=args.k,
+        k_test=args.k_test,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        min_gap=args.min_gap,
+        seed=args.seed,
+    )
+    report, reused = write_pairs(settings, args.output, location=embedded.resolve(args.model))
     for split, account in report["splits"].items():
-        print(f"{split}: {account['prompts']} prompts → {account['pairs']} pairs, {account['ties']} ties, "
-              f"{account['below_gap']} below --min-gap; {account['truncated']} of {account['samples']} answers "
-              f"truncated; mean judge score {account['score_mean']:+.3f}")  # fmt: skip
-    print(f"{'Reused' if reused else 'Wrote'} {args.output} (key {report['key']}); train on it with "
-          f"--dataset_name {args.output} --dataset_recipe ultrafeedback_binarized")  # fmt: skip
+        print(
+            f"{split}: {account['prompts']} prompts → {account['pairs']} pairs, {account['ties']} ties, "
+            f"{account['below_gap']} below --min-gap; {account['truncated']} of {account['samples']} answers "
+            f"truncated; mean judge score {account['score_mean']:+.3f}"
+        )
+    print(
+        f"{'Reused' if reused else 'Wrote'} {args.output} (key {report['key']}); train on it with "
+        f"--dataset_name {args.output} --dataset_recipe ultrafeedback_binarized"
+    )
 
 
 def train(argv: list[str]) -> None:
@@ -194,6 +222,15 @@ def make_parser() -> argparse.ArgumentParser:
         add_help=False,  # `dpo-recipes train --help` is the training parser's own, listing every option
         help="train a DPO policy: a recipe YAML (--config) and/or flags; `dpo-recipes train --help` lists all",
     )
+    _add_data_commands(commands)
+    _add_crosscheck_command(commands)
+    _add_pairs_command(commands)
+    _add_evaluate_command(commands)
+    _add_merge_command(commands)
+    return parser
+
+
+def _add_data_commands(commands) -> None:
     data = commands.add_parser("data", help="dataset recipes: list, preview, doctor").add_subparsers(
         dest="data_command", required=True
     )
@@ -212,6 +249,8 @@ def make_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.set_defaults(func=data_doctor)
 
+
+def _add_crosscheck_command(commands) -> None:
     check = commands.add_parser(
         "crosscheck",
         help="verify TRL's DPO numbers against a from-scratch implementation",
@@ -220,22 +259,37 @@ def make_parser() -> argparse.ArgumentParser:
         "departures of TRL from a paper are reported with both numbers; the exit status is non-zero only for "
         "unexplained differences.",
     )
-    check.add_argument("--loss-type", nargs="+", default=["all"], metavar="NAME",
-                       help="loss types to check, or 'all' (every loss type and every loss option)")  # fmt: skip
+    check.add_argument(
+        "--loss-type",
+        nargs="+",
+        default=["all"],
+        metavar="NAME",
+        help="loss types to check, or 'all' (every loss type and every loss option)",
+    )
     check.add_argument("--policy", choices=["full", "lora", "qlora"], default="lora", help="what is trained")
     check.add_argument("--config", help="a recipe YAML: its model, dataset, recipe and loss settings are checked")
-    check.add_argument("--model", help="model path, hub id or embedded name (default: the tiny embedded SFT model)")
-    check.add_argument("--dataset", help="dataset (default: the embedded toy world)")
-    check.add_argument("--recipe", help="dataset recipe (default: ultrafeedback_binarized)")
-    check.add_argument("--split", help="split the fixed batch is taken from (default: test_prefs)")
-    check.add_argument("--pairs", type=int, default=8, help="preference pairs in the fixed batch")
-    check.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                       help="compute dtype of the model (tolerances follow it: see crosscheck/verify.py)")  # fmt: skip
+    defaults = CheckData()
+    check.add_argument("--model", help=f"model path, hub id or embedded name (default: {defaults.model})")
+    check.add_argument("--dataset", help=f"dataset (default: {defaults.dataset})")
+    check.add_argument("--recipe", help=f"dataset recipe (default: {defaults.recipe})")
+    check.add_argument("--split", help=f"split the fixed batch is taken from (default: {defaults.split})")
+    check.add_argument("--pairs", type=int, help=f"preference pairs in the fixed batch (default: {defaults.n_pairs})")
+    check.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="compute dtype of the model (tolerances follow it: see crosscheck/verify.py)",
+    )
     check.add_argument("--json", help="also write the results as JSON to this path")
-    check.add_argument("--skip-training-checks", action="store_true",
-                       help="skip the precomputed-reference and gradient-accumulation checks")  # fmt: skip
+    check.add_argument(
+        "--skip-training-checks",
+        action="store_true",
+        help="skip the precomputed-reference and gradient-accumulation checks",
+    )
     check.set_defaults(func=crosscheck)
 
+
+def _add_pairs_command(commands) -> None:
     make = commands.add_parser(
         "pairs",
         help="on-policy preference pairs: sample k answers per prompt, judge them, keep best vs worst",
@@ -245,12 +299,18 @@ def make_parser() -> argparse.ArgumentParser:
         "reuses the directory. Ties are written and dropped (counted) by the recipe.",
     )
     make.add_argument("--output", required=True, help="directory to write (a new one, or one these settings made)")
-    make.add_argument("--model", default="dpo-recipes/smollm2-135m-instruct",
-                      help="the model that answers (hub id, local path or embedded name)")  # fmt: skip
+    make.add_argument(
+        "--model",
+        default="dpo-recipes/smollm2-135m-instruct",
+        help="the model that answers (hub id, local path or embedded name)",
+    )
     make.add_argument("--judge", default="vader", help="vader, toy-world, or reward-model:PATH_OR_ID")
-    make.add_argument("--prompts", default="builtin:reviews",
-                      help="training prompts: a .txt file (one per line), a .jsonl file with a 'prompt' field, or "
-                      "builtin:reviews (one-sentence review requests)")  # fmt: skip
+    make.add_argument(
+        "--prompts",
+        default="builtin:reviews",
+        help="training prompts: a .txt file (one per line), a .jsonl file with a 'prompt' field, or "
+        "builtin:reviews (one-sentence review requests)",
+    )
     make.add_argument("--test-prompts", help="held-out prompts, as --prompts (builtin: prompts about other things)")
     make.add_argument("--n-train", type=int, default=128, help="training prompts to use (a seeded sample)")
     make.add_argument("--n-test", type=int, default=96, help="held-out prompts to use (a seeded sample)")
@@ -258,12 +318,18 @@ def make_parser() -> argparse.ArgumentParser:
     make.add_argument("--k-test", type=int, default=2, help="answers sampled per held-out prompt")
     make.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
     make.add_argument("--max-new-tokens", type=int, default=48, help="length limit of each answer")
-    make.add_argument("--min-gap", type=float, default=0.0,
-                      help="keep a pair only if best − worst exceeds this (others: counted, not written)")  # fmt: skip
+    make.add_argument(
+        "--min-gap",
+        type=float,
+        default=0.0,
+        help="keep a pair only if best − worst exceeds this (others: counted, not written)",
+    )
     make.add_argument("--seed", type=int, default=0, help="sampling and prompt-sampling seed")
     make.add_argument("--threads", type=int, help="torch CPU threads (default: every core this process may use)")
     make.set_defaults(func=pairs)
 
+
+def _add_evaluate_command(commands) -> None:
     run = commands.add_parser(
         "evaluate",
         help="win rate across temperatures, KL to the reference, held-out implicit reward of a trained run",
@@ -281,6 +347,8 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-pairs", type=int, help="read only the first N raw held-out rows")
     run.set_defaults(func=evaluate)
 
+
+def _add_merge_command(commands) -> None:
     fuse = commands.add_parser(
         "merge",
         help="merge a run's LoRA/QLoRA adapter into its base and save a standalone model (safetensors)",
@@ -289,13 +357,16 @@ def make_parser() -> argparse.ArgumentParser:
     )
     fuse.add_argument("run_dir", help="a run's output directory (or any peft adapter directory)")
     fuse.add_argument("output_dir", help="where the merged model goes (written whole, then moved into place)")
-    fuse.add_argument("--base-model", help="the base model (default: the run's model in metrics.json, else the "
-                      "adapter config's base_model_name_or_path)")  # fmt: skip
-    fuse.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                      help="dtype of the merged weights")  # fmt: skip
+    fuse.add_argument(
+        "--base-model",
+        help="the base model (default: the run's model in metrics.json, else the "
+        "adapter config's base_model_name_or_path)",
+    )
+    fuse.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="dtype of the merged weights"
+    )
     fuse.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists")
     fuse.set_defaults(func=merge)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> None:

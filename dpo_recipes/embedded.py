@@ -119,7 +119,7 @@ def build_review_pairs(path: Path) -> None:
     from dpo_recipes.runtime import configure_threads
 
     configure_threads()
-    pairs.build_pairs_dataset(REVIEW_PAIR_SETTINGS, path)
+    pairs.build_pairs_dataset(REVIEW_PAIR_SETTINGS, path, location=resolve(SMOLLM2))
 
 
 def build_smollm2(path: Path) -> None:

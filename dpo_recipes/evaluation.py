@@ -7,24 +7,28 @@ the reference is estimated from the policy's own samples.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
-from peft import PeftModel
 from tqdm.auto import tqdm
 
-from dpo_recipes.crosscheck.logprobs import token_logps
-from dpo_recipes.data.tokens import completion_batch
 from dpo_recipes.judges import Judge, Messages
+from dpo_recipes.scoring import as_reference, generated_token_ids, sequence_logps
 
 
 @torch.no_grad()
-def generate_ids(model, tokenizer, prompts: list[Messages], max_new_tokens: int = 48, temperature: float = 0.0,
-                 seed: int = 0, batch_size: int = 64, desc: str = "Generating") -> list[list[int]]:  # fmt: skip
+def generate_ids(
+    model,
+    tokenizer,
+    prompts: list[Messages],
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    desc: str = "Generating",
+) -> list[list[int]]:
     """Completion token ids (up to and including EOS) for chat prompts: greedy at temperature 0, otherwise
     sampled from the model's own distribution at ``temperature`` (no top-k/top-p truncation, so that the
     samples are the policy's and a KL estimate from them is unbiased)."""
@@ -36,8 +40,10 @@ def generate_ids(model, tokenizer, prompts: list[Messages], max_new_tokens: int 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc):
-            texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                     for p in prompts[start : start + batch_size]]  # fmt: skip
+            texts = [
+                tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                for p in prompts[start : start + batch_size]
+            ]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             output = model.generate(
                 **batch,
@@ -54,30 +60,24 @@ def generate_ids(model, tokenizer, prompts: list[Messages], max_new_tokens: int 
     return completions
 
 
-def generate(model, tokenizer, prompts: list[Messages], max_new_tokens: int = 48, temperature: float = 0.0,
-             seed: int = 0, desc: str = "Generating") -> list[str]:  # fmt: skip
+def generate(
+    model,
+    tokenizer,
+    prompts: list[Messages],
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int = 0,
+    desc: str = "Generating",
+) -> list[str]:
     """Completion texts (see `generate_ids`)."""
     ids = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, seed, desc=desc)
     return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
-@torch.no_grad()
-def completion_logps(model, tokenizer, prompts: list[Messages], completions: list[list[int]],
-                     batch_size: int = 32) -> torch.Tensor:  # fmt: skip
+def completion_logps(model, tokenizer, prompts: list[Messages], completions: list[list[int]]) -> torch.Tensor:
     """log π(y|x) (float64, summed over completion tokens) of given completion token ids after chat prompts."""
-    was_training = model.training
-    model.eval()
-    values = []
-    for start in range(0, len(prompts), batch_size):
-        sequences = []
-        for prompt, completion in zip(prompts[start : start + batch_size], completions[start : start + batch_size],
-                                      strict=True):  # fmt: skip
-            prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)
-            sequences.append((list(prompt_ids["input_ids"]), list(prompt_ids["input_ids"]) + list(completion)))
-        batch = {k: v.to(model.device) for k, v in completion_batch(sequences, tokenizer.pad_token_id).items()}
-        values.append(token_logps(model, **batch).sequence().cpu())
-    model.train(was_training)
-    return torch.cat(values)
+    sequences = [generated_token_ids(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+    return sequence_logps(model, sequences, tokenizer.pad_token_id)
 
 
 @dataclass
@@ -102,18 +102,6 @@ def kl_to_reference(model, tokenizer, prompts: list[Messages], samples: list[lis
     with as_reference(model, ref_model) as reference_model:
         reference = completion_logps(reference_model, tokenizer, prompts, samples)
     return mean_and_stderr(policy - reference)
-
-
-@contextlib.contextmanager
-def as_reference(model, ref_model=None) -> Iterator[object]:
-    """The reference of a run: its separate ``ref_model``, or the LoRA policy with its adapter disabled."""
-    if ref_model is not None:
-        yield ref_model
-    elif isinstance(model, PeftModel):
-        with model.disable_adapter():
-            yield model
-    else:
-        raise ValueError("a full fine-tune without a separate ref_model has no reference left after training")
 
 
 @dataclass
@@ -205,8 +193,9 @@ def compare_with_reference(
     policy_ids = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, seed, desc="Policy answers")
     policy = [text.strip() for text in tokenizer.batch_decode(policy_ids, skip_special_tokens=True)]
     with as_reference(model, ref_model) as reference_model:
-        reference = generate(reference_model, tokenizer, prompts, max_new_tokens, temperature, seed,
-                             desc="Reference answers")  # fmt: skip
+        reference = generate(
+            reference_model, tokenizer, prompts, max_new_tokens, temperature, seed, desc="Reference answers"
+        )
     return Comparison(
         prompts=prompts,
         policy=policy,
@@ -217,16 +206,25 @@ def compare_with_reference(
     )
 
 
-def compare_across_temperatures(model, tokenizer, prompts: list[Messages], judge: Judge, ref_model=None,
-                                temperatures=(0.0,), max_new_tokens: int = 48,
-                                seed: int = 0) -> tuple[dict, dict[float, Comparison]]:  # fmt: skip
+def compare_across_temperatures(
+    model,
+    tokenizer,
+    prompts: list[Messages],
+    judge: Judge,
+    ref_model=None,
+    temperatures=(0.0,),
+    max_new_tokens: int = 48,
+    seed: int = 0,
+) -> tuple[dict, dict[float, Comparison]]:
     """Win rate, judged rewards and answer style at each temperature, and KL(π‖π_ref) from the policy's samples
     at temperature 1 (those of the comparison at T = 1 when there is one, else drawn for it).
 
     Returns (results: {"temperatures": [summary per temperature], "kl": {...}}, {temperature: Comparison}).
     """
-    comparisons = {t: compare_with_reference(model, tokenizer, prompts, judge, ref_model, max_new_tokens, t, seed)
-                   for t in temperatures}  # fmt: skip
+    comparisons = {
+        t: compare_with_reference(model, tokenizer, prompts, judge, ref_model, max_new_tokens, t, seed)
+        for t in temperatures
+    }
     samples = comparisons[1.0].policy_ids if 1.0 in comparisons else None
     if samples is None:
         samples = generate_ids(model, tokenizer, prompts, max_new_tokens, 1.0, seed + 1, desc="KL samples")

@@ -49,11 +49,8 @@ class RewardModelJudge:
     def __init__(self, name_or_path: str):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from dpo_recipes import embedded
-
-        path = embedded.resolve(name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
         if self.model.config.num_labels != 1:
             raise ValueError(f"reward model {name_or_path!r} has {self.model.config.num_labels} labels, not 1")
 
@@ -76,8 +73,10 @@ def judge_problem(name: str) -> str | None:
     if name.startswith("reward-model:") or name in JUDGES:
         return None
     if name.startswith("pairwise"):
-        return (f"judge {name!r}: TRL 1.16 ships no pairwise judges (trl.judges was removed); "
-                "use a reward model (reward-model:PATH_OR_ID), vader or toy-world")  # fmt: skip
+        return (
+            f"judge {name!r}: TRL 1.16 ships no pairwise judges (trl.judges was removed); "
+            "use a reward model (reward-model:PATH_OR_ID), vader or toy-world"
+        )
     return f"unknown judge {name!r}; available judges: {', '.join(sorted(JUDGES))}, reward-model:PATH"
 
 

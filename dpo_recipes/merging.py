@@ -8,7 +8,6 @@ into the original full-precision weights instead would shift every layer by its 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -20,20 +19,25 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from dpo_recipes import embedded
 from dpo_recipes.files import atomic_directory, atomic_write_text
+from dpo_recipes.run_record import RunRecord
 
 logger = logging.getLogger(__name__)
 
 
 def run_base_and_quantization(run_dir: Path, base_model: str | None) -> tuple[str, dict | None]:
     """The run's base model (its metrics.json, else the adapter's config) and its 4-bit settings, if any."""
-    metrics_path = run_dir / "metrics.json"
-    run = json.loads(metrics_path.read_text())["run"] if metrics_path.is_file() else {}
-    base = base_model or run.get("model") or PeftConfig.from_pretrained(str(run_dir)).base_model_name_or_path
-    return base, run.get("quantization")
+    run = RunRecord.from_dir(run_dir)
+    base = base_model or (run and run.model) or PeftConfig.from_pretrained(str(run_dir)).base_model_name_or_path
+    return base, run.quantization if run else None
 
 
-def merge_adapter(run_dir: str | os.PathLike, output_dir: str | os.PathLike, base_model: str | None = None,
-                  dtype: str = "float32", overwrite: bool = False) -> dict:  # fmt: skip
+def merge_adapter(
+    run_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    base_model: str | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> dict:
     """Write ``output_dir``: base + adapter merged, its tokenizer and a README saying what was merged."""
     run_dir, output_dir = Path(run_dir), Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
@@ -41,8 +45,10 @@ def merge_adapter(run_dir: str | os.PathLike, output_dir: str | os.PathLike, bas
             raise ValueError(f"{output_dir} already exists and is not empty; choose another path or --overwrite")
         shutil.rmtree(output_dir)
     if not (run_dir / "adapter_config.json").is_file():
-        raise ValueError(f"{run_dir} holds no LoRA adapter (adapter_config.json): a full fine-tune is already a "
-                         "standalone model, there is nothing to merge")  # fmt: skip
+        raise ValueError(
+            f"{run_dir} holds no LoRA adapter (adapter_config.json): a full fine-tune is already a "
+            "standalone model, there is nothing to merge"
+        )
     base, quantization = run_base_and_quantization(run_dir, base_model)
     torch_dtype = getattr(torch, dtype)
     if quantization:
@@ -51,8 +57,10 @@ def merge_adapter(run_dir: str | os.PathLike, output_dir: str | os.PathLike, bas
             embedded.resolve(base), quantization_config=BitsAndBytesConfig.from_dict(quantization), dtype=torch_dtype
         )
         model = quantized.dequantize().to(torch_dtype)
-        how = (f"merged into a de-quantized copy of the base: the 4-bit {quantization.get('bnb_4bit_quant_type')} "
-               f"weights the adapter was trained against, converted back to {dtype}")  # fmt: skip
+        how = (
+            f"merged into a de-quantized copy of the base: the 4-bit {quantization.get('bnb_4bit_quant_type')} "
+            f"weights the adapter was trained against, converted back to {dtype}"
+        )
     else:
         model = AutoModelForCausalLM.from_pretrained(embedded.resolve(base), dtype=torch_dtype)
         how = f"merged into the base weights in {dtype}"

@@ -19,14 +19,8 @@ from pathlib import Path
 import yaml
 
 from dpo_recipes.files import atomic_write_text
-
-
-def policy_kind(model_args) -> str:
-    """'qlora', 'lora' or 'full': what the run trained."""
-    if model_args.use_peft:
-        return "qlora" if model_args.load_in_4bit or model_args.load_in_8bit else "lora"
-    return "full"
-
+from dpo_recipes.models import policy_kind
+from dpo_recipes.run_record import RunRecord
 
 # Precision and device fields are validated against the hardware on construction (TRL's bf16 default fails on
 # a CPU), so the default instance takes the run's values and these fields are compared with their declared
@@ -90,8 +84,10 @@ def crosscheck_section(crosscheck: dict | None) -> list[str]:
     for result in crosscheck["results"]:
         verdict = "**PASS**" if result["passed"] else "**FAIL**"
         checked = sum(row["verdict"] != "MISMATCH" for row in result["rows"])
-        lines.append(f"- {verdict} `{result['setting']}` [{result['policy']}, {result['dtype']}]: "
-                     f"{checked}/{len(result['rows'])} quantities within tolerance")  # fmt: skip
+        lines.append(
+            f"- {verdict} `{result['setting']}` [{result['policy']}, {result['dtype']}]: "
+            f"{checked}/{len(result['rows'])} quantities within tolerance"
+        )
         for name in result["departures"]:
             lines.append(f"  - known departure `{name}`: {crosscheck['departures'][name]}")
     return lines
@@ -101,8 +97,9 @@ def _evaluation(metrics: dict) -> list[str]:
     before, after, win = metrics["eval_before"], metrics["eval_after"], metrics["win_rate"]
     lines = ["| held-out metric (TRL eval) | before | after |", "|---|---|---|"]
     for key in ("rewards/accuracies", "rewards/margins", "loss"):
-        lines.append(f"| {key} | {before.get('eval_' + key, float('nan')):.3f} | "
-                     f"{after.get('eval_' + key, float('nan')):.3f} |")  # fmt: skip
+        lines.append(
+            f"| {key} | {before.get('eval_' + key, float('nan')):.3f} | {after.get('eval_' + key, float('nan')):.3f} |"
+        )
     lines.append("")
     if "win_rate" in win:
         lines.append(
@@ -113,77 +110,38 @@ def _evaluation(metrics: dict) -> list[str]:
         sampled = [p for p in win.get("temperatures", []) if p["temperature"] > 0]
         if sampled:
             rates = ", ".join(f"{p['win_rate']:.3f} at T = {p['temperature']:g}" for p in sampled)
-            lines.append(f"Sampled: {rates}. KL(policy ‖ reference): {win['kl']['mean']:.2f} ± "
-                         f"{win['kl']['stderr']:.2f} nats.")  # fmt: skip
+            lines.append(
+                f"Sampled: {rates}. KL(policy ‖ reference): {win['kl']['mean']:.2f} ± {win['kl']['stderr']:.2f} nats."
+            )
     else:
         lines.append(f"Win rate against the reference: not measured ({win['skipped']}).")
     displacement = metrics.get("likelihood_displacement", {})
     if displacement.get("displaced"):
-        lines.append(f"Likelihood displacement: the chosen answers ended {-displacement['final_chosen']:.2f} nats "
-                     "less likely than under the reference (see report.md).")  # fmt: skip
+        lines.append(
+            f"Likelihood displacement: the chosen answers ended {-displacement['final_chosen']:.2f} nats "
+            "less likely than under the reference (see report.md)."
+        )
     return lines
 
 
 def render(metrics: dict, script_args, training_args, model_args, crosscheck: dict | None) -> str:
-    run, kind = metrics["run"], policy_kind(model_args)
-    front = {
-        "base_model": model_args.model_name_or_path,
-        "library_name": "peft" if model_args.use_peft else "transformers",
-        "datasets": [run["dataset"]] if run["dataset"] != "mixture" else [
-            part["dataset"] for part in script_args.dataset_mixture],
-        "tags": ["dpo", "trl", "dpo-recipes", kind],
-    }  # fmt: skip
-    reference = (
-        "the base model with the adapter disabled (one set of weights)" if model_args.use_peft
-        else "a frozen copy of the starting model"
-    )  # fmt: skip
-    method = {
-        "qlora": f"a LoRA adapter (r={model_args.lora_r}, α={model_args.lora_alpha}) on the 4-bit "
-                 f"{model_args.bnb_4bit_quant_type.upper()}-quantized base (QLoRA)",
-        "lora": f"a LoRA adapter (r={model_args.lora_r}, α={model_args.lora_alpha})",
-        "full": "every weight (full fine-tune)",
-    }[kind]  # fmt: skip
-    changed = changed_hyperparameters(script_args, model_args, training_args)
-    full = {type(c).__name__: _as_dict(c) for c in (script_args, model_args, training_args)}
-    where = repr(str(training_args.output_dir))  # a Python literal whatever the path holds (quotes, newlines)
-    load = (
-        f"from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained({where})"
-        if model_args.use_peft
-        else f"from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained({where})"
-    )
+    run = RunRecord.from_json(metrics["run"])
     lines = [
-        "---",
-        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip(),
-        "---",
+        *_front_matter(run, script_args, model_args),
         "",
-        f"# {text(Path(training_args.output_dir).name)}: {text(model_args.model_name_or_path)} trained with DPO",
+        f"# {text(Path(training_args.output_dir).name)}: {text(run.model)} trained with DPO",
         "",
-        f"Direct Preference Optimization (loss {' + '.join(run['loss_type'])}, β = {run['beta']}) of "
-        f"{code(model_args.model_name_or_path)} with TRL's DPOTrainer, training {method}. The reference policy is "
-        f"{reference}. Built with dpo-recipes.",
+        _method(run, model_args),
         "",
         "## Data",
         "",
-        f"Dataset {code(run['dataset'])} through the {code(run['dataset_recipe'])} recipe "
+        f"Dataset {code(run.dataset)} through the {code(run.dataset_recipe)} recipe "
         f"({text(script_args.dataset_format)} format): {text(metrics['data']['train'])}; "
         f"{text(metrics['data']['test'])}.",
         "",
         "## Hyperparameters",
         "",
-        "Every value that differs from the defaults of TRL 1.16's DPOConfig/ModelConfig and this project's "
-        "RecipeArguments (all values are in the folded list below):",
-        "",
-        "| hyperparameter | value |",
-        "|---|---|",
-        *[f"| {name} | {table_code(_value(value))} |" for name, value in sorted(changed.items())],
-        "",
-        "<details><summary>All hyperparameters</summary>",
-        "",
-        "```yaml",
-        yaml.safe_dump(json.loads(json.dumps(full, default=str)), sort_keys=True, allow_unicode=True).strip(),
-        "```",
-        "",
-        "</details>",
+        *_hyperparameters(script_args, model_args, training_args),
         "",
         "## Cross-check verdict",
         "",
@@ -199,13 +157,78 @@ def render(metrics: dict, script_args, training_args, model_args, crosscheck: di
         "## Use",
         "",
         "```python",
-        load,
+        _loading_code(training_args.output_dir, run.peft),
         "```",
         "",
         "`dpo-recipes merge` writes a standalone model (adapter merged into the base, safetensors).",
         "",
         "## Intended use and limitations",
         "",
+        *_limitations(run),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _front_matter(run: RunRecord, script_args, model_args) -> list[str]:
+    """Hub-style YAML front matter."""
+    mixture = [part["dataset"] for part in script_args.dataset_mixture or []]
+    front = {
+        "base_model": run.model,
+        "library_name": "peft" if run.peft else "transformers",
+        "datasets": mixture if run.dataset == "mixture" else [run.dataset],
+        "tags": ["dpo", "trl", "dpo-recipes", policy_kind(model_args)],
+    }
+    return ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip(), "---"]
+
+
+def _method(run: RunRecord, model_args) -> str:
+    """What was trained, with which loss, against which reference."""
+    adapter = f"a LoRA adapter (r={model_args.lora_r}, α={model_args.lora_alpha})"
+    method = {
+        "qlora": f"{adapter} on the 4-bit {model_args.bnb_4bit_quant_type.upper()}-quantized base (QLoRA)",
+        "lora": adapter,
+        "full": "every weight (full fine-tune)",
+    }[policy_kind(model_args)]
+    reference = "a frozen copy of the starting model"
+    if run.peft:
+        reference = "the base model with the adapter disabled (one set of weights)"
+    return (
+        f"Direct Preference Optimization (loss {' + '.join(run.loss_type)}, β = {run.beta}) of {code(run.model)} "
+        f"with TRL's DPOTrainer, training {method}. The reference policy is {reference}. Built with dpo-recipes."
+    )
+
+
+def _hyperparameters(script_args, model_args, training_args) -> list[str]:
+    """The values that differ from the defaults in a table, then every value, folded."""
+    changed = changed_hyperparameters(script_args, model_args, training_args)
+    full = {type(c).__name__: _as_dict(c) for c in (script_args, model_args, training_args)}
+    return [
+        "Every value that differs from the defaults of TRL 1.16's DPOConfig/ModelConfig and this project's "
+        "RecipeArguments (all values are in the folded list below):",
+        "",
+        "| hyperparameter | value |",
+        "|---|---|",
+        *[f"| {name} | {table_code(_value(value))} |" for name, value in sorted(changed.items())],
+        "",
+        "<details><summary>All hyperparameters</summary>",
+        "",
+        "```yaml",
+        yaml.safe_dump(json.loads(json.dumps(full, default=str)), sort_keys=True, allow_unicode=True).strip(),
+        "```",
+        "",
+        "</details>",
+    ]
+
+
+def _loading_code(output_dir: str, peft: bool) -> str:
+    where = repr(str(output_dir))  # a Python literal whatever the path holds (quotes, newlines)
+    if peft:
+        return f"from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained({where})"
+    return f"from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained({where})"
+
+
+def _limitations(run: RunRecord) -> list[str]:
+    lines = [
         "- For research on preference optimization and as a starting point for further tuning. It is not a "
         "safety-tuned assistant: it inherits the base model's knowledge, biases and failure modes, and DPO "
         "moves it only toward the preferences in the data above.",
@@ -214,14 +237,18 @@ def render(metrics: dict, script_args, training_args, model_args, crosscheck: di
         "- DPO often lengthens answers (compare the mean lengths above) and can over-optimize at high KL from "
         "the reference; check samples before use.",
     ]
-    if run["model"].startswith("dpo-recipes/tiny"):
-        lines.append("- This run used the embedded offline default: a ~1M-parameter model and a synthetic "
-                     "preference world. It demonstrates the pipeline; it is not a useful language model.")  # fmt: skip
-    if run["model"] == "dpo-recipes/smollm2-135m-instruct":
-        lines.append("- The base is SmolLM2-135M-Instruct de-quantized from a Q4_1 GGUF file, not the original "
-                     "bf16 weights. Pairs judged by a sentiment lexicon (VADER) reward gushing, longer answers "
-                     "as much as better ones: compare the words and sentences in report.md.")  # fmt: skip
-    return "\n".join(lines) + "\n"
+    if run.model.startswith("dpo-recipes/tiny"):
+        lines.append(
+            "- This run used the embedded offline default: a ~1M-parameter model and a synthetic preference "
+            "world. It demonstrates the pipeline; it is not a useful language model."
+        )
+    if run.model == "dpo-recipes/smollm2-135m-instruct":
+        lines.append(
+            "- The base is SmolLM2-135M-Instruct de-quantized from a Q4_1 GGUF file, not the original bf16 "
+            "weights. Pairs judged by a sentiment lexicon (VADER) reward gushing, longer answers as much as "
+            "better ones: compare the words and sentences in report.md."
+        )
+    return lines
 
 
 def write_model_card(output_dir: str | os.PathLike, *args, **kwargs) -> Path:

@@ -14,7 +14,7 @@ from datasets.fingerprint import Hasher
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config, get_quantization_config
 from trl.trainer.utils import hash_module
 
-from dpo_recipes import embedded
+from dpo_recipes import embedded, trl_internals
 
 
 def model_init_kwargs(model_args: ModelConfig, training_args: DPOConfig) -> dict:
@@ -63,14 +63,13 @@ def attach_reference_logps(trainer: DPOTrainer) -> None:
     DPOConfig, so changing β, the learning rate or the output directory would recompute them. Here a β sweep
     or a rerun with other optimizer settings reads them back.
     """
-    args = trainer.args
-    trainer._precompute_model_hash = reference_weights_hash(trainer)
+    args, weights = trainer.args, reference_weights_hash(trainer)
 
     def with_reference(data, name: str, batch_size: int):
         tokens = [list(data[column]) for column in ("prompt_ids", "chosen_ids", "rejected_ids")]  # values
         key = Hasher.hash([tokens, args.max_length, args.truncation_mode, trl.__version__])
         keyed = data.map(lambda row: {}, new_fingerprint=key, desc=f"Keying {name} pairs for the reference cache")
-        return trainer._precompute_ref_logps(keyed, name, batch_size)
+        return trl_internals.precompute_reference_logps(trainer, keyed, name, batch_size, weights)
 
     trainer.train_dataset = with_reference(
         trainer.train_dataset, "train", args.precompute_ref_batch_size or args.per_device_train_batch_size
@@ -82,7 +81,6 @@ def attach_reference_logps(trainer: DPOTrainer) -> None:
         }
     elif trainer.eval_dataset is not None:
         trainer.eval_dataset = with_reference(trainer.eval_dataset, "eval", eval_batch)
-    trainer.precompute_ref_logps = True  # TRL reads the stored log-probs only when its own flag says so
 
 
 def build_dpo_trainer(
@@ -98,28 +96,34 @@ def build_dpo_trainer(
     padding; the order stays seeded). The length column must reach the sampler, so unused columns are kept
     (TRL's collator reads only the token columns it needs). With ``precompute_ref_log_probs`` the train set's
     reference log-probs come from a cache that survives changes of β and other settings that cannot change
-    them (``attach_reference_logps``).
+    them (``attach_reference_logps``). The trainer works on a copy of ``training_args``; the caller's is left
+    as given.
     """
-    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
-    precompute = training_args.precompute_ref_log_probs
     grouped = training_args.train_sampling_strategy == "group_by_length"
-    if grouped:
-        training_args.remove_unused_columns = False
-    training_args.precompute_ref_log_probs = False  # attached below, under a stable key
-    try:
-        trainer = DPOTrainer(
-            model=embedded.resolve(model_args.model_name_or_path),
-            args=training_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            quantization_config=get_quantization_config(model_args),
-            peft_config=get_peft_config(model_args),
-            **trainer_kwargs,
-        )
-    finally:
-        training_args.precompute_ref_log_probs = precompute
-    if precompute:
+    args = trl_internals.trainer_config(
+        training_args,
+        model_init_kwargs=model_init_kwargs(model_args, training_args),
+        precompute_ref_log_probs=False,  # attached below, under a stable key
+        remove_unused_columns=training_args.remove_unused_columns and not grouped,
+    )
+    trainer = DPOTrainer(
+        model=embedded.resolve(model_args.model_name_or_path),
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args),
+        peft_config=get_peft_config(model_args),
+        **trainer_kwargs,
+    )
+    if training_args.precompute_ref_log_probs:
         attach_reference_logps(trainer)
     if grouped and isinstance(trainer.train_dataset, Dataset):
         trainer.train_dataset = add_pair_lengths(trainer.train_dataset)
     return trainer
+
+
+def policy_kind(model_args: ModelConfig) -> str:
+    """'qlora', 'lora' or 'full': what a run trains."""
+    if model_args.use_peft:
+        return "qlora" if model_args.load_in_4bit or model_args.load_in_8bit else "lora"
+    return "full"

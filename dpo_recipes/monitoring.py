@@ -32,16 +32,22 @@ class LikelihoodDisplacementMonitor(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "rewards/chosen" not in logs or "eval_loss" in logs:
             return
-        point = {"step": state.global_step, "chosen": logs["rewards/chosen"] / self.beta,
-                 "rejected": logs["rewards/rejected"] / self.beta}  # fmt: skip
+        point = {
+            "step": state.global_step,
+            "chosen": logs["rewards/chosen"] / self.beta,
+            "rejected": logs["rewards/rejected"] / self.beta,
+        }
         self.history.append(point)
         if point["chosen"] < 0 and not self.warned and state.is_world_process_zero:
             self.warned = True
             logger.warning(
                 "Likelihood displacement at step %d: the chosen answers are %.2f nats less likely than under the "
                 "reference (the rejected ones %.2f nats). The margin grows by pushing both down; watch the judged "
-                "win rate, not only the loss.", point["step"], -point["chosen"], -point["rejected"],
-            )  # fmt: skip
+                "win rate, not only the loss.",
+                point["step"],
+                -point["chosen"],
+                -point["rejected"],
+            )
 
     def summary(self) -> dict:
         if not self.history:

@@ -41,21 +41,59 @@ TEMPLATES = (
 )
 QUALIFIERS = ("the new", "the old", "a cheap", "an expensive", "the local", "a popular")
 THINGS = (
-    "coffee shop", "pizza place", "hotel", "train station", "museum", "bookshop", "gym", "bakery",
-    "cinema", "public library", "laptop", "phone", "bicycle", "car", "running shoes", "headphones",
-    "sofa", "umbrella", "backpack", "camera", "theme park", "zoo", "beach resort", "ski lodge",
-    "dentist", "hair salon", "supermarket", "farmers market", "airline", "bus service",
-    "video game", "board game", "novel", "podcast", "comedy show", "music festival",
-    "science museum", "art gallery", "restaurant", "campsite",
-)  # fmt: skip
+    "coffee shop",
+    "pizza place",
+    "hotel",
+    "train station",
+    "museum",
+    "bookshop",
+    "gym",
+    "bakery",
+    "cinema",
+    "public library",
+    "laptop",
+    "phone",
+    "bicycle",
+    "car",
+    "running shoes",
+    "headphones",
+    "sofa",
+    "umbrella",
+    "backpack",
+    "camera",
+    "theme park",
+    "zoo",
+    "beach resort",
+    "ski lodge",
+    "dentist",
+    "hair salon",
+    "supermarket",
+    "farmers market",
+    "airline",
+    "bus service",
+    "video game",
+    "board game",
+    "novel",
+    "podcast",
+    "comedy show",
+    "music festival",
+    "science museum",
+    "art gallery",
+    "restaurant",
+    "campsite",
+)
 HELD_OUT_THINGS = THINGS[-10:]  # prompts about these are never used for training pairs
 
 
 def review_prompts(held_out: bool) -> list[str]:
     """Every built-in review prompt about the training things, or about the held-out things."""
     things = HELD_OUT_THINGS if held_out else THINGS[: -len(HELD_OUT_THINGS)]
-    return [template.format(f"{qualifier} {thing}") for thing in things for qualifier in QUALIFIERS
-            for template in TEMPLATES]  # fmt: skip
+    return [
+        template.format(f"{qualifier} {thing}")
+        for thing in things
+        for qualifier in QUALIFIERS
+        for template in TEMPLATES
+    ]
 
 
 def _file_hash(source: str | None) -> str | None:
@@ -109,8 +147,10 @@ class PairSettings:
             raise ConfigError(f"temperature {self.temperature:g} must be > 0: greedy answers are all the same")
         shared = set(self.prompts("train")) & set(self.prompts("test"))
         if shared:
-            raise ConfigError(f"{len(shared)} held-out prompt(s) are also training prompts (e.g. {min(shared)!r}): "
-                              "held-out prompts must be new")  # fmt: skip
+            raise ConfigError(
+                f"{len(shared)} held-out prompt(s) are also training prompts (e.g. {min(shared)!r}): "
+                "held-out prompts must be new"
+            )
 
     def prompts(self, split: str) -> list[str]:
         """The prompts of a split, a seeded sample of ``n_train``/``n_test`` of them."""
@@ -158,8 +198,18 @@ def judged_pairs(
     if k < 2 or not temperature > 0:
         raise ValueError(f"k = {k}, temperature {temperature:g}: a pair needs 2 or more sampled answers (T > 0)")
     conversations: list[Messages] = [[{"role": "user", "content": prompt}] for prompt in prompts]
-    draws = [generate_ids(model, tokenizer, conversations, max_new_tokens, temperature, seed=seed + draw,
-                          desc=f"Sampling answers {draw + 1}/{k}") for draw in range(k)]  # fmt: skip
+    draws = [
+        generate_ids(
+            model,
+            tokenizer,
+            conversations,
+            max_new_tokens,
+            temperature,
+            seed=seed + draw,
+            desc=f"Sampling answers {draw + 1}/{k}",
+        )
+        for draw in range(k)
+    ]
     account, rows = PairAccount(prompts=len(prompts), samples=len(prompts) * k), []
     scores_seen = []
     for i, (prompt, conversation) in enumerate(zip(prompts, conversations, strict=True)):
@@ -174,8 +224,16 @@ def judged_pairs(
             account.below_gap += 1
             continue
         account.ties += gap == 0
-        rows.append(ultrafeedback_binarized_row(prompt, answers[best], answers[worst], max(scores), min(scores),
-                                                sample_scores=[float(score) for score in scores]))  # fmt: skip
+        rows.append(
+            ultrafeedback_binarized_row(
+                prompt,
+                answers[best],
+                answers[worst],
+                max(scores),
+                min(scores),
+                sample_scores=[float(score) for score in scores],
+            )
+        )
     account.pairs = len(rows) - account.ties
     account.score_mean = sum(scores_seen) / max(1, len(scores_seen))
     return rows, account
@@ -184,17 +242,17 @@ def judged_pairs(
 SPLITS = {"train": "train_prefs", "test": "test_prefs"}
 
 
-def build_pairs_dataset(settings: PairSettings, path: Path, model=None, tokenizer=None) -> dict:
-    """Sample, judge and write both splits into ``path`` (a directory the recipes read); return the account."""
+def build_pairs_dataset(settings: PairSettings, path: Path, location: str | None = None) -> dict:
+    """Sample, judge and write both splits into ``path`` (a directory the recipes read); return the account.
+    The model is loaded from ``location`` (default: ``settings.model``; an embedded name is resolved by the
+    caller, see `dpo_recipes.embedded`)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dpo_recipes import embedded
     from dpo_recipes.judges import get_judge
 
-    if model is None:
-        location = embedded.resolve(settings.model)
-        model, tokenizer = AutoModelForCausalLM.from_pretrained(location), AutoTokenizer.from_pretrained(location)
+    location = location or settings.model
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(location), AutoTokenizer.from_pretrained(location)
     settings.check()
     judge, report = get_judge(settings.judge), {"settings": asdict(settings), "key": settings.key(), "splits": {}}
     for split, name in SPLITS.items():
@@ -202,18 +260,35 @@ def build_pairs_dataset(settings: PairSettings, path: Path, model=None, tokenize
         if not prompts:
             continue
         k = settings.k if split == "train" else settings.k_test
-        rows, account = judged_pairs(model, tokenizer, prompts, judge, k, settings.temperature,
-                                     settings.max_new_tokens, settings.min_gap, settings.seed)  # fmt: skip
+        rows, account = judged_pairs(
+            model,
+            tokenizer,
+            prompts,
+            judge,
+            k,
+            settings.temperature,
+            settings.max_new_tokens,
+            settings.min_gap,
+            settings.seed,
+        )
         Dataset.from_list(rows).to_parquet(path / "data" / f"{name}-00000-of-00001.parquet")
         report["splits"][name] = asdict(account)
-        logger.info("%s: %d prompts × %d answers → %d pairs; %d ties (dropped by the recipe), %d below min_gap; "
-                    "%d answers truncated", name, account.prompts, k, account.pairs, account.ties, account.below_gap,
-                    account.truncated)  # fmt: skip
+        logger.info(
+            "%s: %d prompts × %d answers → %d pairs; %d ties (dropped by the recipe), %d below min_gap; "
+            "%d answers truncated",
+            name,
+            account.prompts,
+            k,
+            account.pairs,
+            account.ties,
+            account.below_gap,
+            account.truncated,
+        )
     (path / "pairs.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def write_pairs(settings: PairSettings, output_dir: str | Path) -> tuple[dict, bool]:
+def write_pairs(settings: PairSettings, output_dir: str | Path, location: str | None = None) -> tuple[dict, bool]:
     """``build_pairs_dataset`` into ``output_dir``, moved into place whole; a directory already holding pairs
     made with the same settings is reused (returns its account and True)."""
     output_dir = Path(output_dir)
@@ -223,12 +298,14 @@ def write_pairs(settings: PairSettings, output_dir: str | Path) -> tuple[dict, b
         report = json.loads(existing.read_text())
         if report.get("key") == settings.key():
             return report, True
-        raise ConfigError(f"{output_dir} holds pairs made with other settings (key {report.get('key')}); "
-                              "choose another --output or remove it")  # fmt: skip
+        raise ConfigError(
+            f"{output_dir} holds pairs made with other settings (key {report.get('key')}); "
+            "choose another --output or remove it"
+        )
     if output_dir.exists() and any(output_dir.iterdir()):
         raise ConfigError(f"{output_dir} exists and is not a pairs directory")
     if output_dir.exists():
         output_dir.rmdir()
     with atomic_directory(output_dir) as scratch:
-        report = build_pairs_dataset(settings, scratch)
+        report = build_pairs_dataset(settings, scratch, location)
     return report, False

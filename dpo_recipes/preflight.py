@@ -92,18 +92,24 @@ def settings_problems(script_args, training_args, tokenizer) -> list[str]:
     """Settings that would make a run meaningless, each with its valid range: found before any weights load."""
     args, problems = training_args, []
     if not args.beta > 0:
-        problems.append(f"beta {args.beta:g} must be > 0: β scales the implicit reward, so β < 0 trains the "
-                        "reverse preference and β = 0 learns nothing (the DPO paper: 0.1; typical 0.01–1)")  # fmt: skip
+        problems.append(
+            f"beta {args.beta:g} must be > 0: β scales the implicit reward, so β < 0 trains the "
+            "reverse preference and β = 0 learns nothing (the DPO paper: 0.1; typical 0.01–1)"
+        )
     if not args.learning_rate > 0:
         problems.append(f"learning_rate {args.learning_rate:g} must be > 0")
     if not 0 <= args.label_smoothing < 0.5:
-        problems.append(f"label_smoothing {args.label_smoothing:g} must be in [0, 0.5): at 0.5 labels carry no "
-                        "preference, above it they are reversed")  # fmt: skip
+        problems.append(
+            f"label_smoothing {args.label_smoothing:g} must be in [0, 0.5): at 0.5 labels carry no "
+            "preference, above it they are reversed"
+        )
     if args.max_length is not None:
         shortest = _shortest_pair(tokenizer, script_args.dataset_format == "conversational")
         if args.max_length < shortest:
-            problems.append(f"max_length {args.max_length} cannot hold a prompt and an answer: an empty prompt "
-                            f"and one answer token take {shortest} tokens (valid: ≥ {shortest}, or unset)")  # fmt: skip
+            problems.append(
+                f"max_length {args.max_length} cannot hold a prompt and an answer: an empty prompt "
+                f"and one answer token take {shortest} tokens (valid: ≥ {shortest}, or unset)"
+            )
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(args, name) < 1:
             problems.append(f"{name} {getattr(args, name)} must be ≥ 1")
@@ -124,9 +130,11 @@ def settings_problems(script_args, training_args, tokenizer) -> list[str]:
     if script_args.torch_threads is not None and script_args.torch_threads < 1:
         problems.append(f"torch_threads {script_args.torch_threads} must be ≥ 1 (or unset for the default)")
     if not script_args.allow_eval_on_train and evaluates_on_train_rows(script_args):
-        problems.append(f"the test split would read the training rows of {script_args.dataset_name!r} (a single "
-                        "file stands for every split; so does a split named twice): pass a held-out split, or "
-                        "--allow_eval_on_train true to evaluate on them, labelled as not held out")  # fmt: skip
+        problems.append(
+            f"the test split would read the training rows of {script_args.dataset_name!r} (a single "
+            "file stands for every split; so does a split named twice): pass a held-out split, or "
+            "--allow_eval_on_train true to evaluate on them, labelled as not held out"
+        )
     if not script_args.dataset_mixture:
         try:
             get_recipe(script_args.dataset_recipe).check_options(recipe_options(script_args))

@@ -76,10 +76,12 @@ def temperature_table(points: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
-        lines.append(f"| {p['temperature']:g} | **{p['win_rate']:.3f}** | [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] "
-                     f"| {p['mean_reward_policy']:+.3f} | {p['mean_reward_reference']:+.3f} "
-                     f"| {p['mean_words_policy']:.1f} | {p['mean_words_reference']:.1f} "
-                     f"| {p['mean_sentences_policy']:.2f} | {p['mean_sentences_reference']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {p['temperature']:g} | **{p['win_rate']:.3f}** | [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] "
+            f"| {p['mean_reward_policy']:+.3f} | {p['mean_reward_reference']:+.3f} "
+            f"| {p['mean_words_policy']:.1f} | {p['mean_words_reference']:.1f} "
+            f"| {p['mean_sentences_policy']:.2f} | {p['mean_sentences_reference']:.2f} |"
+        )
     return "\n".join(lines)
 
 

@@ -12,11 +12,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dpo_recipes import embedded
-from dpo_recipes.crosscheck.logprobs import token_logps
 from dpo_recipes.data import get_recipe, load_preference_splits
-from dpo_recipes.data.tokens import completion_batch, trl_token_ids
 from dpo_recipes.evaluation import (
-    as_reference,
     compare_across_temperatures,
     generate,
     generate_ids,
@@ -27,17 +24,19 @@ from dpo_recipes.evaluation import (
 from dpo_recipes.files import atomic_write_text
 from dpo_recipes.judges import get_judge
 from dpo_recipes.reporting import pyplot, save_figure, side_by_side, temperature_table
+from dpo_recipes.run_record import RunRecord
+from dpo_recipes.scoring import as_reference, sequence_logps, trl_token_ids
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
 SECTION_START, SECTION_END = "<!-- dpo-recipes evaluate -->", "<!-- /dpo-recipes evaluate -->"
 
 
 def load_run(run_dir: str | Path, base_model: str | None = None):
-    """(policy, reference or None, tokenizer, run info): a LoRA run is its base + adapter (the reference is
-    the adapter disabled); a full run needs its reference, ``base_model`` or the run's own model name."""
+    """(policy, reference or None, tokenizer, run record or None): a LoRA run is its base + adapter (the
+    reference is the adapter disabled); a full run needs its reference, ``base_model`` or the run's own model."""
     run_dir = Path(run_dir)
-    info = json.loads((run_dir / "metrics.json").read_text())["run"] if (run_dir / "metrics.json").exists() else {}
-    base = base_model or info.get("model")
+    info = RunRecord.from_dir(run_dir)
+    base = base_model or (info.model if info else None)
     tokenizer = AutoTokenizer.from_pretrained(
         run_dir if (run_dir / "tokenizer_config.json").exists() else embedded.resolve(base)
     )
@@ -51,23 +50,12 @@ def load_run(run_dir: str | Path, base_model: str | None = None):
     return AutoModelForCausalLM.from_pretrained(run_dir).eval(), reference, tokenizer, info
 
 
-@torch.no_grad()
-def implicit_reward(model, tokenizer, rows: list[dict], beta: float, ref_model=None, batch_size: int = 32) -> dict:
+def implicit_reward(model, tokenizer, rows: list[dict], beta: float, ref_model=None) -> dict:
     """Held-out implicit reward β(log π − log π_ref) of chosen and rejected: accuracy (strict, as TRL) and margin."""
-
-    def logps(m, side: str) -> torch.Tensor:
-        values = []
-        for start in range(0, len(rows), batch_size):
-            part = rows[start : start + batch_size]
-            batch = completion_batch(
-                [trl_token_ids(tokenizer, r["prompt"], r[side]) for r in part], tokenizer.pad_token_id
-            )
-            values.append(token_logps(m, **{k: v.to(m.device) for k, v in batch.items()}).sequence().cpu())
-        return torch.cat(values)
-
-    policy = {side: logps(model, side) for side in ("chosen", "rejected")}
+    sides = {side: [trl_token_ids(tokenizer, r["prompt"], r[side]) for r in rows] for side in ("chosen", "rejected")}
+    policy = {side: sequence_logps(model, ids, tokenizer.pad_token_id) for side, ids in sides.items()}
     with as_reference(model, ref_model) as reference_model:
-        reference = {side: logps(reference_model, side) for side in ("chosen", "rejected")}
+        reference = {side: sequence_logps(reference_model, ids, tokenizer.pad_token_id) for side, ids in sides.items()}
     chosen = beta * (policy["chosen"] - reference["chosen"])
     rejected = beta * (policy["rejected"] - reference["rejected"])
     return {
@@ -81,6 +69,7 @@ def implicit_reward(model, tokenizer, rows: list[dict], beta: float, ref_model=N
 
 def evaluate_run(
     run_dir: str | Path,
+    *,
     judge: str | None = None,
     temperatures=TEMPERATURES,
     n_prompts: int = 100,
@@ -96,18 +85,18 @@ def evaluate_run(
     the run's own."""
     run_dir = Path(run_dir)
     model, ref_model, tokenizer, info = load_run(run_dir, base_model)
-    recipe = recipe or info.get("dataset_recipe", "ultrafeedback_binarized")
-    dataset = dataset or info.get("dataset") or embedded.WORLD
-    split = split or info.get("test_split") or get_recipe(recipe).splits[-1]
+    recipe = recipe or (info.dataset_recipe if info else "ultrafeedback_binarized")
+    dataset = dataset or (info.dataset if info else embedded.WORLD)
+    split = split or (info.test_split if info else get_recipe(recipe).splits[-1])
     test = load_preference_splits(dataset, recipe, {"test": split}, max_rows={"test": max_pairs})["test"].dataset
     prompts = unique_prompts(test, n_prompts)
-    judge = judge or info.get("judge") or "toy-world"
+    judge = judge or (info and info.judge) or "toy-world"
     score = get_judge(judge)
     measured, comparisons = compare_across_temperatures(
         model, tokenizer, prompts, score, ref_model, temperatures, max_new_tokens, seed
     )
     results = {"run_dir": str(run_dir), "judge": judge, "dataset": dataset, "split": split, **measured}
-    beta = info.get("beta", 0.1)
+    beta = info.beta if info else 0.1
     results["implicit_reward"] = {"beta": beta, **implicit_reward(model, tokenizer, test.to_list(), beta, ref_model)}
     atomic_write_text(run_dir / "evaluation.json", json.dumps(results, indent=2) + "\n")
     plot_win_rate_vs_temperature({run_dir.name: results}, run_dir / "win_rate_vs_temperature.png")
@@ -130,12 +119,24 @@ def best_of_n_point(model, tokenizer, prompts, judge, n: int, max_new_tokens: in
     samples per prompt; its KL to ``model`` is log n − (n − 1)/n (Stiennon et al. 2020, Appendix)."""
     best = [-math.inf] * len(prompts)
     for draw in range(n):
-        texts = generate(model, tokenizer, prompts, max_new_tokens, temperature=1.0, seed=seed + draw,
-                         desc=f"Best-of-{n} draw {draw + 1}")  # fmt: skip
+        texts = generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens,
+            temperature=1.0,
+            seed=seed + draw,
+            desc=f"Best-of-{n} draw {draw + 1}",
+        )
         best = [max(b, judge(p, t)) for b, p, t in zip(best, prompts, texts, strict=True)]
     rewards = mean_and_stderr(torch.tensor(best))
-    return {"n": n, "reward": rewards.mean, "reward_stderr": rewards.stderr, "kl": math.log(n) - (n - 1) / n,
-            "kl_stderr": 0.0}  # fmt: skip
+    return {
+        "n": n,
+        "reward": rewards.mean,
+        "reward_stderr": rewards.stderr,
+        "kl": math.log(n) - (n - 1) / n,
+        "kl_stderr": 0.0,
+    }
 
 
 def plot_win_rate_vs_temperature(runs: dict[str, dict], path: Path) -> Path:
@@ -144,8 +145,10 @@ def plot_win_rate_vs_temperature(runs: dict[str, dict], path: Path) -> Path:
     for label, results in runs.items():
         points = results["temperatures"]
         rates = [p["win_rate"] for p in points]
-        errors = [[max(0.0, r - p["ci95"][0]) for r, p in zip(rates, points, strict=True)],
-                  [max(0.0, p["ci95"][1] - r) for r, p in zip(rates, points, strict=True)]]  # fmt: skip
+        errors = [
+            [max(0.0, r - p["ci95"][0]) for r, p in zip(rates, points, strict=True)],
+            [max(0.0, p["ci95"][1] - r) for r, p in zip(rates, points, strict=True)],
+        ]
         axis.errorbar([p["temperature"] for p in points], rates, yerr=errors, marker="o", capsize=3, label=label)
     axis.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     axis.set(xlabel="sampling temperature", ylabel="win rate vs reference", ylim=(0, 1.05))
@@ -159,10 +162,21 @@ def plot_frontier(runs: dict[str, list[dict]], reference: dict, best_of_n: list[
     reference itself at KL 0, and best-of-n sampling from the reference."""
     figure, axis = pyplot().subplots(figsize=(6.5, 4.2), constrained_layout=True)
     for label, points in runs.items():
-        axis.errorbar([p["kl"] for p in points], [p["reward"] for p in points], xerr=[p["kl_stderr"] for p in points],
-                      yerr=[p["reward_stderr"] for p in points], marker="o", capsize=2, label=label)  # fmt: skip
-    axis.plot([0.0] + [p["kl"] for p in best_of_n], [reference["reward"]] + [p["reward"] for p in best_of_n],
-              "k--s", label="best-of-n from the reference (n = 1, …)")  # fmt: skip
+        axis.errorbar(
+            [p["kl"] for p in points],
+            [p["reward"] for p in points],
+            xerr=[p["kl_stderr"] for p in points],
+            yerr=[p["reward_stderr"] for p in points],
+            marker="o",
+            capsize=2,
+            label=label,
+        )
+    axis.plot(
+        [0.0] + [p["kl"] for p in best_of_n],
+        [reference["reward"]] + [p["reward"] for p in best_of_n],
+        "k--s",
+        label="best-of-n from the reference (n = 1, …)",
+    )
     axis.plot([0.0], [reference["reward"]], "k*", markersize=12, label="reference (SFT)")
     axis.set(xlabel="KL(policy ‖ reference), nats", ylabel="ground-truth reward of samples (T = 1)")
     axis.grid(alpha=0.3)

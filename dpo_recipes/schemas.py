@@ -6,8 +6,15 @@ from __future__ import annotations
 import hashlib
 
 
-def ultrafeedback_binarized_row(prompt: str, chosen: str, rejected: str, score_chosen: float, score_rejected: float,
-                                prompt_key: str | None = None, **extra) -> dict:  # fmt: skip
+def ultrafeedback_binarized_row(
+    prompt: str,
+    chosen: str,
+    rejected: str,
+    score_chosen: float,
+    score_rejected: float,
+    prompt_key: str | None = None,
+    **extra,
+) -> dict:
     """A row of HuggingFaceH4/ultrafeedback_binarized: string ``prompt``, hashed ``prompt_id``, message-list
     ``chosen``/``rejected``/``messages`` (the chosen conversation) and the two scores."""
     user = {"role": "user", "content": prompt}

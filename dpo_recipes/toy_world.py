@@ -36,9 +36,23 @@ from dpo_recipes.schemas import ultrafeedback_binarized_row
 
 COLORS = ("red", "blue", "green", "yellow", "black", "white", "silver", "golden")
 NOUNS = (
-    "fox", "whale", "lamp", "garden", "river", "castle", "robot", "violin",
-    "bicycle", "mountain", "teapot", "dragon", "market", "library", "forest", "train",
-)  # fmt: skip
+    "fox",
+    "whale",
+    "lamp",
+    "garden",
+    "river",
+    "castle",
+    "robot",
+    "violin",
+    "bicycle",
+    "mountain",
+    "teapot",
+    "dragon",
+    "market",
+    "library",
+    "forest",
+    "train",
+)
 SUBJECTS = tuple(f"{color} {noun}" for color in COLORS for noun in NOUNS)
 
 OPINION_WORDS: dict[str, int] = {
@@ -184,5 +198,11 @@ class ToyWorld:
 
 
 def _row(prompt_id: str, prompt: str, chosen: str, rejected: str) -> dict:
-    return ultrafeedback_binarized_row(prompt, chosen, rejected, reward_to_score(reward(prompt, chosen)),
-                                       reward_to_score(reward(prompt, rejected)), prompt_key=prompt_id)  # fmt: skip
+    return ultrafeedback_binarized_row(
+        prompt,
+        chosen,
+        rejected,
+        reward_to_score(reward(prompt, chosen)),
+        reward_to_score(reward(prompt, rejected)),
+        prompt_key=prompt_id,
+    )

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers.integrations import TensorBoardCallback
-from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser, get_quantization_config
+from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 
+from dpo_recipes import trl_internals
 from dpo_recipes.crosscheck.runner import crosscheck_in_subprocess, setting_from_config
 from dpo_recipes.data import RecipeError, load_preference_splits
 from dpo_recipes.data.mixing import mix
@@ -27,11 +28,12 @@ from dpo_recipes.errors import ConfigError
 from dpo_recipes.evaluation import compare_across_temperatures, unique_prompts
 from dpo_recipes.files import atomic_path, follow_umask
 from dpo_recipes.judges import get_judge
-from dpo_recipes.model_card import policy_kind, write_model_card
-from dpo_recipes.models import build_dpo_trainer
+from dpo_recipes.model_card import write_model_card
+from dpo_recipes.models import build_dpo_trainer, policy_kind
 from dpo_recipes.monitoring import LikelihoodDisplacementMonitor
 from dpo_recipes.preflight import check_data, check_run, evaluates_on_train_rows, recipe_options
 from dpo_recipes.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
+from dpo_recipes.run_record import RunRecord
 from dpo_recipes.runtime import configure_threads, stop_with_launcher
 
 logger = logging.getLogger(__name__)
@@ -60,9 +62,11 @@ class RecipeArguments(ScriptArguments):
     dataset_data_dir: str | None = field(default=None, metadata={"help": "data_dir of the dataset (HH subsets)."})
     dataset_mixture: list[dict] | None = field(
         default=None,
-        metadata={"help": "YAML list of {dataset, recipe, fraction, train_split, test_split, options}; replaces "
-                  "dataset_name (see dpo_recipes.data.mixing)."},
-    )  # fmt: skip
+        metadata={
+            "help": "YAML list of {dataset, recipe, fraction, train_split, test_split, options}; replaces "
+            "dataset_name (see dpo_recipes.data.mixing)."
+        },
+    )
     on_bad_row: str = field(
         default="error",
         metadata={"help": "'error': stop at a malformed row, naming it; 'skip': drop it and count it in the report."},
@@ -76,36 +80,48 @@ class RecipeArguments(ScriptArguments):
     win_rate_prompts: int = field(default=100, metadata={"help": "Held-out prompts answered by both models."})
     eval_pairs: int | None = field(
         default=None,
-        metadata={"help": "Held-out pairs TRL's evaluate() scores before and after training (the first N of the "
-                  "test split; default: all). The win rate still takes its prompts from the whole test split."},
-    )  # fmt: skip
+        metadata={
+            "help": "Held-out pairs TRL's evaluate() scores before and after training (the first N of the "
+            "test split; default: all). The win rate still takes its prompts from the whole test split."
+        },
+    )
     win_rate_temperatures: list[float] = field(
         default_factory=lambda: [0.0],
-        metadata={"help": "Temperatures at which both models answer (0 = greedy); KL(π‖π_ref) is measured on the "
-                  "policy's samples at temperature 1."},
-    )  # fmt: skip
+        metadata={
+            "help": "Temperatures at which both models answer (0 = greedy); KL(π‖π_ref) is measured on the "
+            "policy's samples at temperature 1."
+        },
+    )
     escape_special_tokens: bool = field(
         default=False,
-        metadata={"help": "Keep pairs whose text holds the tokenizer's special tokens (e.g. '<|im_end|>'), with "
-                  "each token broken by a zero-width space so it is tokenized as plain text. Off: such a pair is an "
-                  "error (or, with on_bad_row skip, a counted drop): it would forge a turn or end an answer early."},
-    )  # fmt: skip
+        metadata={
+            "help": "Keep pairs whose text holds the tokenizer's special tokens (e.g. '<|im_end|>'), with "
+            "each token broken by a zero-width space so it is tokenized as plain text. Off: such a pair is an "
+            "error (or, with on_bad_row skip, a counted drop): it would forge a turn or end an answer early."
+        },
+    )
     allow_eval_on_train: bool = field(
         default=False,
-        metadata={"help": "Allow a test split that reads the same rows as training (one data file, or the same "
-                  "split name twice); its figures are then labelled 'not held out'. Off: such a run is refused."},
-    )  # fmt: skip
+        metadata={
+            "help": "Allow a test split that reads the same rows as training (one data file, or the same "
+            "split name twice); its figures are then labelled 'not held out'. Off: such a run is refused."
+        },
+    )
     torch_threads: int | None = field(
         default=None,
-        metadata={"help": "CPU threads of torch in each process; default: the cores this process may use divided "
-                  "by the processes on this machine (two processes × two threads on two cores stall each other)."},
-    )  # fmt: skip
+        metadata={
+            "help": "CPU threads of torch in each process; default: the cores this process may use divided "
+            "by the processes on this machine (two processes × two threads on two cores stall each other)."
+        },
+    )
     max_new_tokens: int = field(default=48, metadata={"help": "Length limit of each answer in the win-rate eval."})
     crosscheck: bool = field(
         default=True,
-        metadata={"help": "Verify TRL's loss for this run's loss settings against the from-scratch cross-check "
-                  "(a separate CPU process on the embedded model, seconds) and put the verdict in the model card."},
-    )  # fmt: skip
+        metadata={
+            "help": "Verify TRL's loss for this run's loss settings against the from-scratch cross-check "
+            "(a separate CPU process on the embedded model, seconds) and put the verdict in the model card."
+        },
+    )
 
 
 def load_splits(script_args: RecipeArguments, seed: int) -> dict:
@@ -151,22 +167,6 @@ def name_tensorboard_dir(trainer, training_args: DPOConfig) -> None:
             callback.logging_dir = os.path.join(training_args.output_dir, "runs", training_args.run_name)
 
 
-def evaluate_before_training(trainer) -> dict:
-    """Held-out metrics of the starting policy (= the reference), without breaking data parallelism.
-
-    accelerate's evaluation-mode ``prepare_model`` marks the bare model as prepared, and ``train()`` then skips
-    the DistributedDataParallel wrap: every process would train its own replica with no gradient all-reduce,
-    and nothing would say so (tests/test_distributed.py caught it). Clearing the mark restores the wrap.
-    """
-    metrics = trainer.evaluate()
-    model = trainer.model
-    if trainer.args.world_size > 1 and trainer.model_wrapped is model and getattr(model, "_is_accelerate_prepared", 0):
-        model._is_accelerate_prepared = False
-        if model in trainer.accelerator._models:
-            trainer.accelerator._models.remove(model)
-    return metrics
-
-
 def trainer_state(folder: Path) -> dict | None:
     """The trainer state saved in ``folder``, or None when it is missing or does not parse (a save cut off by a
     kill, or a full disk leaving a 0-byte file): such a checkpoint is incomplete."""
@@ -190,9 +190,11 @@ def checkpoint_to_resume(value: str | None, output_dir: str) -> str | None:
         return value
     finished = trainer_state(Path(output_dir)) if (Path(output_dir) / "metrics.json").is_file() else None
     if finished is not None:
-        raise ConfigError(f"the run in {output_dir!r} already finished at step {finished['global_step']} "
-                          "(metrics.json holds its results): nothing to resume. To train further, start a new run "
-                          "with another --output_dir")  # fmt: skip
+        raise ConfigError(
+            f"the run in {output_dir!r} already finished at step {finished['global_step']} "
+            "(metrics.json holds its results): nothing to resume. To train further, start a new run "
+            "with another --output_dir"
+        )
     numbered = [path for path in Path(output_dir).glob("checkpoint-*") if path.name.split("-", 1)[1].isdigit()]
     found = sorted(numbered, key=lambda path: int(path.name.split("-", 1)[1]))  # not a user's "checkpoint-old"
     complete = [path for path in found if trainer_state(path) is not None]
@@ -219,8 +221,10 @@ def output_dir_lock(output_dir: str):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
             handle.seek(0)
-            raise ConfigError(f"output_dir {output_dir!r} is in use by another run (process {handle.read().strip()}); "
-                              "wait for it or choose another --output_dir") from error  # fmt: skip
+            raise ConfigError(
+                f"output_dir {output_dir!r} is in use by another run (process {handle.read().strip()}); "
+                "wait for it or choose another --output_dir"
+            ) from error
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
@@ -260,18 +264,12 @@ def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mode
     resume = checkpoint_to_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     splits = load_splits(script_args, training_args.seed)
     check_data(splits, tokenizer, script_args.on_bad_row, script_args.escape_special_tokens)
-    train, test = splits["train"].dataset, splits["test"].dataset
-    scored = test.select(range(min(script_args.eval_pairs, len(test)))) if script_args.eval_pairs else test
-    trainer = build_dpo_trainer(model_args, training_args, train, scored)
-    count_trl_drops(splits, {"train": train, "test": scored}, trainer)
-    if evaluates_on_train_rows(script_args):
-        splits["test"].note = "NOT held out: the same rows as the train split (allow_eval_on_train)"
-    name_tensorboard_dir(trainer, training_args)
+    trainer = build_trainer(script_args, training_args, model_args, splits)
     monitor = LikelihoodDisplacementMonitor(training_args.beta)
     trainer.add_callback(monitor)
 
     logger.info("Held-out evaluation before training (policy = reference)")
-    eval_before = evaluate_before_training(trainer)
+    eval_before = trl_internals.evaluate_before_training(trainer)
     train_started = time.time()
     train_result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - train_started
@@ -281,36 +279,9 @@ def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mode
     if not trainer.accelerator.is_main_process:
         return {}
 
-    comparisons, win_rate = {}, {"skipped": "no judge configured (set --judge)"}
-    if script_args.judge:
-        measured, comparisons = compare_across_temperatures(
-            trainer.accelerator.unwrap_model(trainer.model),
-            trainer.processing_class,
-            unique_prompts(test, script_args.win_rate_prompts),
-            get_judge(script_args.judge),
-            ref_model=trainer.ref_model,
-            temperatures=sorted(set(script_args.win_rate_temperatures)),
-            max_new_tokens=script_args.max_new_tokens,
-            seed=training_args.seed,
-        )
-        first = measured["temperatures"][0]
-        win_rate = {"judge": script_args.judge, **first, **measured}
-
+    win_rate, comparisons = measure_win_rate(script_args, training_args.seed, trainer, splits["test"].dataset)
     metrics = {
-        "run": {
-            "model": model_args.model_name_or_path,
-            "dataset": script_args.dataset_name if not script_args.dataset_mixture else "mixture",
-            "dataset_recipe": script_args.dataset_recipe,
-            "test_split": script_args.dataset_test_split,
-            "peft": model_args.use_peft,
-            "load_in_4bit": model_args.load_in_4bit,
-            "quantization": quantization.to_dict() if (quantization := get_quantization_config(model_args)) else None,
-            "loss_type": training_args.loss_type,
-            "beta": training_args.beta,
-            "learning_rate": training_args.learning_rate,
-            "world_size": training_args.world_size,
-            "judge": script_args.judge,
-        },
+        "run": RunRecord.from_args(script_args, training_args, model_args).to_json(),
         "data": {role: split.describe(role) for role, split in splits.items()},
         "eval_pairs": len(trainer.eval_dataset),
         "eval_before": eval_before,
@@ -321,9 +292,54 @@ def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mode
         "torch_threads": threads,
         "wall_time_s": {"train": train_seconds, "total": time.time() - started},
     }
+    write_outputs(metrics, comparisons, trainer.state.log_history, monitor, script_args, training_args, model_args)
+    return metrics
+
+
+def build_trainer(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig, splits: dict):
+    """The DPOTrainer of a run; the first ``eval_pairs`` test pairs are TRL's held-out set. Pairs TRL drops are
+    counted in their split's account."""
+    train, test = splits["train"].dataset, splits["test"].dataset
+    scored = test.select(range(min(script_args.eval_pairs, len(test)))) if script_args.eval_pairs else test
+    trainer = build_dpo_trainer(model_args, training_args, train, scored)
+    count_trl_drops(splits, {"train": train, "test": scored}, trainer)
+    if evaluates_on_train_rows(script_args):
+        splits["test"].note = "NOT held out: the same rows as the train split (allow_eval_on_train)"
+    name_tensorboard_dir(trainer, training_args)
+    return trainer
+
+
+def measure_win_rate(script_args: RecipeArguments, seed: int, trainer, test) -> tuple[dict, dict]:
+    """(win-rate results, {temperature: Comparison}) of the trained policy against its reference, judged on
+    held-out prompts; skipped without a judge."""
+    if not script_args.judge:
+        return {"skipped": "no judge configured (set --judge)"}, {}
+    measured, comparisons = compare_across_temperatures(
+        trainer.accelerator.unwrap_model(trainer.model),
+        trainer.processing_class,
+        unique_prompts(test, script_args.win_rate_prompts),
+        get_judge(script_args.judge),
+        ref_model=trainer.ref_model,
+        temperatures=sorted(set(script_args.win_rate_temperatures)),
+        max_new_tokens=script_args.max_new_tokens,
+        seed=seed,
+    )
+    return {"judge": script_args.judge, **measured["temperatures"][0], **measured}, comparisons
+
+
+def write_outputs(
+    metrics: dict,
+    comparisons: dict,
+    log_history: list,
+    monitor,
+    script_args: RecipeArguments,
+    training_args: DPOConfig,
+    model_args: ModelConfig,
+) -> None:
+    """metrics.json, the plots, report.md, the cross-check verdict and the model card, into the output dir."""
     output_dir = training_args.output_dir
     write_metrics(f"{output_dir}/metrics.json", metrics)
-    plot_training_curves(trainer.state.log_history, f"{output_dir}/training_curves.png")
+    plot_training_curves(log_history, f"{output_dir}/training_curves.png")
     monitor.plot(f"{output_dir}/likelihood_displacement.png")
     write_report(f"{output_dir}/report.md", metrics, comparisons)
     verdict = {"skipped": "--crosscheck false"}
@@ -332,7 +348,6 @@ def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mode
         verdict = crosscheck_in_subprocess(setting, policy_kind(model_args), f"{output_dir}/crosscheck.json")
     write_model_card(output_dir, metrics, script_args, training_args, model_args, verdict)
     print("\n" + summary_paragraph(metrics, output_dir))
-    return metrics
 
 
 DESCRIPTION = """Train a DPO policy with TRL from a raw preference dataset (see `dpo-recipes data list`).

@@ -35,6 +35,7 @@ from dpo_recipes.run_eval import (
     plot_frontier,
     plot_win_rate_vs_temperature,
 )
+from dpo_recipes.run_record import RunRecord
 from dpo_recipes.train import load_splits, make_parser
 from dpo_recipes.train import main as train_run
 
@@ -44,10 +45,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", default="recipes/zephyr_style/tiny.yaml", help="the recipe preset each run uses")
     parser.add_argument("--betas", default="0.1,0.3,1,3", help="comma-separated β values, one run each")
     parser.add_argument(
-        "--learning_rate", type=float, default=2e-4,
+        "--learning_rate",
+        type=float,
+        default=2e-4,
         help="learning rate of every run: 10x below the tiny preset's, so that within one epoch no run reaches "
         "the KL where its samples collapse and the frontier shows how β trades reward for KL",
-    )  # fmt: skip
+    )
     parser.add_argument("--output_dir", default="outputs/beta-sweep", help="where runs, plots and report go")
     parser.add_argument("--checkpoints", type=int, default=4, help="frontier points per run (evenly spaced)")
     parser.add_argument("--n_prompts", type=int, default=100, help="held-out prompts per measurement")
@@ -67,10 +70,26 @@ def train(config: str, beta: float, output_dir: Path, checkpoints: int, extra: l
         pairs = len(load_splits(script_args, training_args.seed)["train"].dataset)
         per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
         steps = math.ceil(pairs / per_step) * math.ceil(training_args.num_train_epochs)
-    saving = ["--save_strategy", "steps", "--save_steps", str(max(1, steps // checkpoints)),
-              "--save_total_limit", str(checkpoints + 2)]  # fmt: skip
-    args = ["--config", config, "--beta", str(beta), "--output_dir", str(output_dir), "--crosscheck", "false",
-            *saving, *extra]  # fmt: skip
+    saving = [
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        str(max(1, steps // checkpoints)),
+        "--save_total_limit",
+        str(checkpoints + 2),
+    ]
+    args = [
+        "--config",
+        config,
+        "--beta",
+        str(beta),
+        "--output_dir",
+        str(output_dir),
+        "--crosscheck",
+        "false",
+        *saving,
+        *extra,
+    ]
     return train_run(*parser.parse_args_and_config(args))
 
 
@@ -83,34 +102,52 @@ def main(args: argparse.Namespace) -> dict:
     betas = [float(b) for b in args.betas.split(",")]
     flags = ["--learning_rate", str(args.learning_rate), *args.recipe_flags]  # later flags win
     runs = {beta: train(args.config, beta, out / f"beta-{beta:g}", args.checkpoints, flags) for beta in betas}
-    info = next(iter(runs.values()))["run"]
-    tokenizer = AutoTokenizer.from_pretrained(embedded.resolve(info["model"]))
-    test = load_preference_splits(info["dataset"], info["dataset_recipe"], {"test": info["test_split"]})["test"]
-    args.judge = args.judge or info.get("judge") or "toy-world"
+    info = RunRecord.from_json(next(iter(runs.values()))["run"])
+    tokenizer = AutoTokenizer.from_pretrained(embedded.resolve(info.model))
+    test = load_preference_splits(info.dataset, info.dataset_recipe, {"test": info.test_split})["test"]
+    args.judge = args.judge or info.judge or "toy-world"
     prompts, judge = unique_prompts(test.dataset, args.n_prompts), get_judge(args.judge)
 
     def base():
-        return AutoModelForCausalLM.from_pretrained(embedded.resolve(info["model"])).eval()
+        return AutoModelForCausalLM.from_pretrained(embedded.resolve(info.model)).eval()
 
     frontier = {}
     for beta in betas:
         points = []
         for checkpoint in checkpoint_dirs(out / f"beta-{beta:g}"):
             model = PeftModel.from_pretrained(base(), checkpoint).eval()
-            points.append({"step": int(checkpoint.name.split("-")[1]),
-                           **frontier_point(model, tokenizer, prompts, judge, None, args.max_new_tokens)})  # fmt: skip
+            points.append(
+                {
+                    "step": int(checkpoint.name.split("-")[1]),
+                    **frontier_point(model, tokenizer, prompts, judge, None, args.max_new_tokens),
+                }
+            )
         frontier[f"β = {beta:g}"] = points
     reference = frontier_point(base(), tokenizer, prompts, judge, base(), args.max_new_tokens)
-    best_of = [best_of_n_point(base(), tokenizer, prompts, judge, int(n), args.max_new_tokens)
-               for n in args.best_of.split(",")]  # fmt: skip
+    best_of = [
+        best_of_n_point(base(), tokenizer, prompts, judge, int(n), args.max_new_tokens) for n in args.best_of.split(",")
+    ]
     temperatures = [float(t) for t in args.temperatures.split(",")]
-    win_rates = {f"β = {beta:g}": evaluate_run(out / f"beta-{beta:g}", args.judge, temperatures, args.n_prompts,
-                                               args.max_new_tokens) for beta in betas}  # fmt: skip
+    win_rates = {
+        f"β = {beta:g}": evaluate_run(
+            out / f"beta-{beta:g}",
+            judge=args.judge,
+            temperatures=temperatures,
+            n_prompts=args.n_prompts,
+            max_new_tokens=args.max_new_tokens,
+        )
+        for beta in betas
+    }
     plot_frontier(frontier, reference, best_of, out / "frontier.png")
     plot_win_rate_vs_temperature(win_rates, out / "win_rate_vs_temperature.png")
-    sweep = {"frontier": frontier, "reference": reference, "best_of_n": best_of,
-             "win_rates": {k: v["temperatures"] for k, v in win_rates.items()},
-             "kl_final": {k: v["kl"] for k, v in win_rates.items()}, "wall_time_s": time.time() - started}  # fmt: skip
+    sweep = {
+        "frontier": frontier,
+        "reference": reference,
+        "best_of_n": best_of,
+        "win_rates": {k: v["temperatures"] for k, v in win_rates.items()},
+        "kl_final": {k: v["kl"] for k, v in win_rates.items()},
+        "wall_time_s": time.time() - started,
+    }
     atomic_write_text(out / "sweep.json", json.dumps(sweep, indent=2) + "\n")
     atomic_write_text(out / "report.md", report(sweep))
     print(f"\nβ sweep done in {sweep['wall_time_s']:.0f} s: {out}/frontier.png, win_rate_vs_temperature.png, report.md")
@@ -118,11 +155,18 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def report(sweep: dict) -> str:
-    lines = ["# β sweep: reward–KL frontier and win rate vs temperature", "",
-             "| run | step | KL (nats) | ground-truth reward |", "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# β sweep: reward–KL frontier and win rate vs temperature",
+        "",
+        "| run | step | KL (nats) | ground-truth reward |",
+        "|---|---|---|---|",
+    ]
     for label, points in sweep["frontier"].items():
-        lines += [f"| {label} | {p['step']} | {p['kl']:.2f} ± {p['kl_stderr']:.2f} | {p['reward']:+.3f} ± "
-                  f"{p['reward_stderr']:.3f} |" for p in points]  # fmt: skip
+        lines += [
+            f"| {label} | {p['step']} | {p['kl']:.2f} ± {p['kl_stderr']:.2f} | {p['reward']:+.3f} ± "
+            f"{p['reward_stderr']:.3f} |"
+            for p in points
+        ]
     ref = sweep["reference"]
     lines.append(f"| reference (SFT) | – | {ref['kl']:.2f} ± {ref['kl_stderr']:.2f} | {ref['reward']:+.3f} |")
     lines += [

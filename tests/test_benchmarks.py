@@ -15,16 +15,25 @@ from .conftest import REPO
 
 @pytest.mark.slow
 def test_benchmark_suite_quick_run_writes_table_json_and_chart(tmp_path, tiny_sft_path):
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--output_dir",
-                           str(tmp_path)], capture_output=True, text=True, timeout=900)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--output_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     variants = results["throughput"]["variants"]
     assert set(variants) == {"lecture loop (a)", "trl", "recipe, speed options off", "recipe, speed options on"}
     assert all(row["s/step"] > 0 and math.isfinite(row["tokens/s"]) for row in variants.values())
     varied = results["throughput_varied"]["s/step"]
-    assert set(varied) == {"trl", "recipe, speed options off", "recipe, cached reference", "recipe, length grouping",
-                           "recipe, speed options on"}  # fmt: skip
+    assert set(varied) == {
+        "trl",
+        "recipe, speed options off",
+        "recipe, cached reference",
+        "recipe, length grouping",
+        "recipe, speed options on",
+    }
     assert all(seconds > 0 for seconds in varied.values())
     assert set(results["memory"]) == {"full", "lora", "qlora"}
     assert 0 < results["efficiency"]["share_of_peak"] < 1.5

@@ -11,13 +11,39 @@ from .conftest import REPO, load_recipe_module
 @pytest.mark.slow
 def test_beta_sweep_writes_the_frontier_and_win_rate_curves(tmp_path, tiny_sft_path):
     sweep = load_recipe_module("beta_sweep")
-    args = sweep.parse_args([
-        "--config", str(REPO / "recipes" / "zephyr_style" / "tiny.yaml"), "--betas", "0.1,0.5",
-        "--output_dir", str(tmp_path), "--checkpoints", "2", "--n_prompts", "6", "--best_of", "2,4",
-        "--temperatures", "0,1", "--max_new_tokens", "12",
-        "--", "--max_steps", "4", "--max_train_samples", "64", "--max_eval_samples", "16", "--eval_strategy", "no",
-        "--win_rate_prompts", "4", "--max_new_tokens", "12",
-    ])  # fmt: skip
+    args = sweep.parse_args(
+        [
+            "--config",
+            str(REPO / "recipes" / "zephyr_style" / "tiny.yaml"),
+            "--betas",
+            "0.1,0.5",
+            "--output_dir",
+            str(tmp_path),
+            "--checkpoints",
+            "2",
+            "--n_prompts",
+            "6",
+            "--best_of",
+            "2,4",
+            "--temperatures",
+            "0,1",
+            "--max_new_tokens",
+            "12",
+            "--",
+            "--max_steps",
+            "4",
+            "--max_train_samples",
+            "64",
+            "--max_eval_samples",
+            "16",
+            "--eval_strategy",
+            "no",
+            "--win_rate_prompts",
+            "4",
+            "--max_new_tokens",
+            "12",
+        ]
+    )
     result = sweep.main(args)
 
     assert set(result["frontier"]) == {"β = 0.1", "β = 0.5"}

@@ -13,15 +13,30 @@ from trl import DPOConfig, ModelConfig
 
 from dpo_recipes import cli, embedded
 from dpo_recipes.model_card import changed_hyperparameters
+from dpo_recipes.run_record import RunRecord
 from dpo_recipes.train import RecipeArguments
 
 from .conftest import REPO
 
 TINY = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
 QUICK = [
-    "--max_steps", "4", "--max_train_samples", "64", "--max_eval_samples", "16", "--logging_steps", "1",
-    "--eval_strategy", "no", "--save_strategy", "no", "--win_rate_prompts", "4", "--max_new_tokens", "12",
-]  # fmt: skip
+    "--max_steps",
+    "4",
+    "--max_train_samples",
+    "64",
+    "--max_eval_samples",
+    "16",
+    "--logging_steps",
+    "1",
+    "--eval_strategy",
+    "no",
+    "--save_strategy",
+    "no",
+    "--win_rate_prompts",
+    "4",
+    "--max_new_tokens",
+    "12",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +49,24 @@ def lora_run(tmp_path_factory, tiny_sft_path):
 @pytest.fixture(scope="module")
 def qlora_run(tmp_path_factory, tiny_sft_path):
     run = tmp_path_factory.mktemp("qlora-run")
-    cli.main(["train", "--config", TINY, "--output_dir", str(run), "--load_in_4bit", "true", "--lora_r", "8",
-              "--judge", "", "--crosscheck", "false", *QUICK])  # fmt: skip
+    cli.main(
+        [
+            "train",
+            "--config",
+            TINY,
+            "--output_dir",
+            str(run),
+            "--load_in_4bit",
+            "true",
+            "--lora_r",
+            "8",
+            "--judge",
+            "",
+            "--crosscheck",
+            "false",
+            *QUICK,
+        ]
+    )
     return run
 
 
@@ -48,9 +79,11 @@ def _front_matter(card: str) -> dict:
 def test_train_writes_a_model_card_with_the_crosscheck_verdict(lora_run):
     card = (lora_run / "README.md").read_text()
     assert _front_matter(card) == {
-        "base_model": embedded.TINY_SFT, "library_name": "peft", "datasets": [embedded.WORLD],
+        "base_model": embedded.TINY_SFT,
+        "library_name": "peft",
+        "datasets": [embedded.WORLD],
         "tags": ["dpo", "trl", "dpo-recipes", "lora"],
-    }  # fmt: skip
+    }
     assert "| beta | `0.3` |" in card and "| max_steps | `4` |" in card  # changed hyperparameters
     assert "| per_device_train_batch_size | `16` |" in card and "| seed |" not in card  # 42 is the default
     assert "**PASS** `sigmoid beta=0.3` [lora, float32" in card
@@ -70,9 +103,10 @@ def test_tensorboard_events_go_to_a_named_run_folder(lora_run):
 
 def test_model_card_lists_only_changed_values_and_no_secrets():
     changed = changed_hyperparameters(
-        RecipeArguments(), ModelConfig(use_peft=True),
+        RecipeArguments(),
+        ModelConfig(use_peft=True),
         DPOConfig(output_dir="out", beta=0.2, bf16=False, use_cpu=True, hub_token="hf_SECRETSECRET"),
-    )  # fmt: skip
+    )
     assert changed["beta"] == 0.2 and changed["use_peft"] is True and changed["bf16"] is False
     assert "learning_rate" not in changed and "dataset_recipe" not in changed
     assert "hf_SECRETSECRET" not in json.dumps(changed, default=str)
@@ -118,8 +152,9 @@ def test_merge_of_a_qlora_run_uses_the_dequantized_4bit_base(qlora_run, tmp_path
     # Against the trained policy itself (4-bit base + adapter) the merged model is off only by the bitsandbytes
     # CPU kernel's reduced-precision matmul (measured 0.07 in logits); merging into the original full-precision
     # weights would be off by the quantization error too (measured 0.94).
-    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, quantization_config=quantization),
-                                        qlora_run).eval()  # fmt: skip
+    trained = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(path, quantization_config=quantization), qlora_run
+    ).eval()
     into_original = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path), qlora_run).merge_and_unload()
     merged_error = (_logits(merged, ids) - _logits(trained, ids)).abs().max()
     original_error = (_logits(into_original, ids) - _logits(trained, ids)).abs().max()
@@ -163,13 +198,21 @@ def test_model_card_shows_hostile_names_as_text_and_its_snippet_loads_the_run():
     evil = 'data/"); import os; os.system("x") #<img src=x onerror=alert(1)>`**bold**`|col'
     out_dir = 'runs/it\'s "here"\nnext'
     metrics = {
-        "run": {"model": "m", "dataset": evil, "dataset_recipe": "plain", "loss_type": ["sigmoid"], "beta": 0.1},
+        "run": RunRecord(model="m", dataset=evil, dataset_recipe="plain", test_split="test", peft=True).to_json(),
         "data": {"train": f"{evil}[train]: read 2 rows", "test": f"{evil}[test]: read 1 rows"},
-        "eval_before": {}, "eval_after": {}, "train": {"global_step": 1}, "wall_time_s": {"train": 1.0},
+        "eval_before": {},
+        "eval_after": {},
+        "train": {"global_step": 1},
+        "wall_time_s": {"train": 1.0},
         "win_rate": {"skipped": "no judge"},
-    }  # fmt: skip
-    card = render(metrics, RecipeArguments(dataset_name=evil), DPOConfig(output_dir=out_dir, bf16=False, use_cpu=True),
-                  ModelConfig(model_name_or_path="m", use_peft=True), None)  # fmt: skip
+    }
+    card = render(
+        metrics,
+        RecipeArguments(dataset_name=evil),
+        DPOConfig(output_dir=out_dir, bf16=False, use_cpu=True),
+        ModelConfig(model_name_or_path="m", use_peft=True),
+        None,
+    )
     body = card.split("---\n", 2)[2]
     outside_code = re.sub(r"(`+).*?\1", "", re.sub(r"```.*?\n```", "", body, flags=re.S))  # code shows as text
     assert "<img" not in outside_code and "&lt;img src=x onerror=alert\\(1\\)&gt;" in outside_code

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dpo_recipes.crosscheck import losses
-from dpo_recipes.crosscheck.logprobs import TokenLogps, ld_sequence, token_logps, wpo_weights
+from dpo_recipes.crosscheck.logprobs import ld_sequence, wpo_weights
+from dpo_recipes.scoring import TokenLogps, token_logps
 
 LN2 = math.log(2)
 t = functools.partial(torch.tensor, dtype=torch.float64)
@@ -49,8 +50,10 @@ def test_zero_log_ratios():
 
 
 def test_hand_values_away_from_zero():
-    close(losses.sigmoid(t([1.0]), 1.0, label_smoothing=0.1), [-0.9 * math.log(1 / (1 + math.e ** -1))
-                                                               - 0.1 * math.log(1 / (1 + math.e))])  # fmt: skip
+    close(
+        losses.sigmoid(t([1.0]), 1.0, label_smoothing=0.1),
+        [-0.9 * math.log(1 / (1 + math.e**-1)) - 0.1 * math.log(1 / (1 + math.e))],
+    )
     close(losses.hinge(t([5.0, 20.0]), 0.1), [0.5, 0.0])
     close(losses.sppo_hard(t([1.0]), t([-1.0]), 0.5), [0.0])  # exactly on the targets ±1/(2β)
     close(losses.bco_pair(t([1.0]), t([1.0]), 1.0, delta=1.0), [2 * LN2])  # δ centres the rewards
@@ -118,8 +121,9 @@ def _tokens(logps, mask):
 
 def test_ld_dpo_weights_only_the_longer_completions_tail():
     # chosen has 2 completion tokens, rejected 4: tokens 3 and 4 of the rejected get weight α
-    tokens = _tokens([[-1.0, -1.0, -1.0, -9.0, -9.0], [-1.0, -2.0, -2.0, -3.0, -3.0]],
-                     [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]])  # fmt: skip
+    tokens = _tokens(
+        [[-1.0, -1.0, -1.0, -9.0, -9.0], [-1.0, -2.0, -2.0, -3.0, -3.0]], [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]]
+    )
     close(ld_sequence(tokens, alpha=0.5), [-2.0, -4.0 + 0.5 * -6.0])
     close(ld_sequence(tokens, alpha=1.0), tokens.sequence())
 

@@ -14,8 +14,17 @@ EXPECTED_DEPARTURES = {
     "sigmoid label_smoothing=0.1": ["cdpo_label_smoothing_ignored"],
     "sigmoid+bco_pair+sft loss_weights=(0.8, 0.2, 1.0)": ["bco_without_reward_shift"],
 }
-QUANTITIES = ["loss", "logps/chosen", "logps/rejected", "rewards/chosen", "rewards/rejected", "rewards/margins",
-              "rewards/accuracies", "grad rel. L2 error", "grad cosine"]  # fmt: skip
+QUANTITIES = [
+    "loss",
+    "logps/chosen",
+    "logps/rejected",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "grad rel. L2 error",
+    "grad cosine",
+]
 
 
 @pytest.mark.parametrize(

@@ -60,8 +60,9 @@ def test_mixture_is_deterministic_tagged_and_accounted():
     first, second = mix(MIXTURE, seed=1, on_bad_row="skip"), mix(MIXTURE, seed=1, on_bad_row="skip")
     assert first["train"].dataset.to_list() == second["train"].dataset.to_list()
     train = first["train"]
-    assert sorted(train.dataset["source"]) == sorted([MIXTURE[0]["dataset"]] * 3 + [MIXTURE[1]["dataset"]] * 1
-                                                     + [MIXTURE[2]["dataset"]] * 2)  # fmt: skip
+    assert sorted(train.dataset["source"]) == sorted(
+        [MIXTURE[0]["dataset"]] * 3 + [MIXTURE[1]["dataset"]] * 1 + [MIXTURE[2]["dataset"]] * 2
+    )
     assert train.rows_read == 6 + 3 + 4 and train.rows_kept == 6
     assert train.dropped[f"{MIXTURE[1]['dataset']}: left out by fraction 0.5"] == 1
     assert len(first["test"].dataset) == 0  # no entry has a test split (single files have one split)
@@ -77,8 +78,9 @@ def test_mixture_fraction_must_be_a_fraction():
 def test_parquet_and_jsonl_files_give_the_same_rows(tmp_path):
     parquet = tmp_path / "pairs.parquet"
     load_dataset("json", data_files=str(FIXTURES / "sharegpt_pairs.jsonl"), split="train").to_parquet(parquet)
-    from_jsonl = load_preference_splits(str(FIXTURES / "sharegpt_pairs.jsonl"), "sharegpt_pairs", {"t": "train"},
-                                        on_bad_row="skip")["t"]  # fmt: skip
+    from_jsonl = load_preference_splits(
+        str(FIXTURES / "sharegpt_pairs.jsonl"), "sharegpt_pairs", {"t": "train"}, on_bad_row="skip"
+    )["t"]
     from_parquet = load_preference_splits(str(parquet), "sharegpt_pairs", {"t": "train"}, on_bad_row="skip")["t"]
     assert from_parquet.dataset.to_list() == from_jsonl.dataset.to_list()
     assert from_parquet.dropped == from_jsonl.dropped
@@ -92,8 +94,12 @@ def test_compressed_files_load_with_the_same_rows_and_row_errors(tmp_path, suffi
 
     import zstandard
 
-    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
-                ".zst": zstandard.ZstdCompressor().compress}[suffix]  # fmt: skip
+    compress = {
+        ".gz": gzip.compress,
+        ".bz2": bz2.compress,
+        ".xz": lzma.compress,
+        ".zst": zstandard.ZstdCompressor().compress,
+    }[suffix]
     plain = (FIXTURES / "hh_rlhf.jsonl").read_bytes()
     packed = tmp_path / f"test.jsonl{suffix}"  # the form HH-RLHF is distributed in
     packed.write_bytes(compress(plain))

@@ -17,10 +17,29 @@ from .conftest import REPO
 
 TINY = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
 COMMON = [
-    "--config", TINY, "--max_steps", "4", "--max_train_samples", "128", "--max_eval_samples", "16",
-    "--eval_strategy", "no", "--save_strategy", "no", "--judge", "", "--crosscheck", "false", "--use_cpu", "true",
-    "--logging_steps", "1", "--report_to", "none",
-]  # fmt: skip
+    "--config",
+    TINY,
+    "--max_steps",
+    "4",
+    "--max_train_samples",
+    "128",
+    "--max_eval_samples",
+    "16",
+    "--eval_strategy",
+    "no",
+    "--save_strategy",
+    "no",
+    "--judge",
+    "",
+    "--crosscheck",
+    "false",
+    "--use_cpu",
+    "true",
+    "--logging_steps",
+    "1",
+    "--report_to",
+    "none",
+]
 # Same data, same global batch of 16 pairs per step. Float32 sums in another order (two half-batches, padded
 # separately, then an all-reduce) differ by ~1e-7, and Adam's division by sqrt(v) amplifies that over four
 # steps: measured max |difference| 2.3e-6 on weights of order 1e-2, logged losses equal to 7 digits.
@@ -29,8 +48,15 @@ TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 
 def _train(launcher: list[str], output_dir, batch_size: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [*launcher, str(REPO / "recipes" / "zephyr_style.py"), *COMMON, "--output_dir", str(output_dir),
-               "--per_device_train_batch_size", str(batch_size)]  # fmt: skip
+    command = [
+        *launcher,
+        str(REPO / "recipes" / "zephyr_style.py"),
+        *COMMON,
+        "--output_dir",
+        str(output_dir),
+        "--per_device_train_batch_size",
+        str(batch_size),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((output_dir / "metrics.json").read_text())

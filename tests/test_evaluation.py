@@ -4,13 +4,13 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from dpo_recipes.evaluation import (
-    as_reference,
     compare_with_reference,
     generate,
     unique_prompts,
     win_rate,
 )
 from dpo_recipes.judges import get_judge, toy_world_judge
+from dpo_recipes.scoring import as_reference
 
 
 def test_win_rate_counts_ties_as_half():

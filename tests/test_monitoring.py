@@ -17,13 +17,16 @@ def feed(monitor, logs: list[dict]) -> None:
 def test_warns_once_when_the_chosen_answers_fall_below_the_reference(caplog):
     monitor = LikelihoodDisplacementMonitor(beta=0.1)
     with caplog.at_level(logging.WARNING, logger="dpo_recipes.monitoring"):
-        feed(monitor, [
-            {"loss": 0.69, "rewards/chosen": 0.02, "rewards/rejected": -0.01},
-            {"eval_loss": 0.6, "rewards/chosen": -5.0, "rewards/rejected": -9.0},  # an eval log: not training
-            {"loss": 0.5, "rewards/chosen": -0.05, "rewards/rejected": -0.4},
-            {"loss": 0.4, "rewards/chosen": -0.2, "rewards/rejected": -0.9},
-            {"learning_rate": 1e-4},
-        ])  # fmt: skip
+        feed(
+            monitor,
+            [
+                {"loss": 0.69, "rewards/chosen": 0.02, "rewards/rejected": -0.01},
+                {"eval_loss": 0.6, "rewards/chosen": -5.0, "rewards/rejected": -9.0},  # an eval log: not training
+                {"loss": 0.5, "rewards/chosen": -0.05, "rewards/rejected": -0.4},
+                {"loss": 0.4, "rewards/chosen": -0.2, "rewards/rejected": -0.9},
+                {"learning_rate": 1e-4},
+            ],
+        )
     warnings = [record for record in caplog.records if "Likelihood displacement" in record.message]
     assert len(warnings) == 1 and "step 3" in warnings[0].message
     summary = monitor.summary()

@@ -55,8 +55,9 @@ def test_judged_pairs_count_and_order_best_against_worst(tiny):
     assert again == rows  # seeded: the same pairs every time
     other, _ = judged_pairs(model, tokenizer, prompts, length_judge, k=3, temperature=1.0, max_new_tokens=12, seed=5)
     assert other != rows
-    gapped, gap_account = judged_pairs(model, tokenizer, prompts, length_judge, k=3, temperature=1.0,
-                                       max_new_tokens=12, min_gap=100.0)  # fmt: skip
+    gapped, gap_account = judged_pairs(
+        model, tokenizer, prompts, length_judge, k=3, temperature=1.0, max_new_tokens=12, min_gap=100.0
+    )
     assert gapped == [row for row in rows if row["score_chosen"] == row["score_rejected"]]
     assert gap_account.below_gap == account.pairs
     with pytest.raises(ValueError, match="2 or more sampled answers"):
@@ -67,10 +68,18 @@ def test_written_pairs_are_read_by_the_recipe_and_reused(tmp_path, tiny_sft_path
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("".join(f"What do you think of the {c} whale?\n" for c in ("red", "blue", "green", "gold")))
     held_out = tmp_path / "held_out.jsonl"
-    held_out.write_text("".join(json.dumps({"prompt": f"What do you think of the {c} lamp?"}) + "\n"
-                                for c in ("red", "blue", "green")))  # fmt: skip
-    settings = PairSettings(model=tiny_sft_path, judge="toy-world", train_prompts=str(prompts),
-                            test_prompts=str(held_out), k=3, max_new_tokens=12, temperature=1.0)  # fmt: skip
+    held_out.write_text(
+        "".join(json.dumps({"prompt": f"What do you think of the {c} lamp?"}) + "\n" for c in ("red", "blue", "green"))
+    )
+    settings = PairSettings(
+        model=tiny_sft_path,
+        judge="toy-world",
+        train_prompts=str(prompts),
+        test_prompts=str(held_out),
+        k=3,
+        max_new_tokens=12,
+        temperature=1.0,
+    )
     out = tmp_path / "pairs"
     report, reused = write_pairs(settings, out)
     assert not reused and report["key"] == settings.key()
@@ -112,8 +121,23 @@ def test_pairs_command_writes_and_then_reuses(tmp_path, tiny_sft_path, capsys):
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("What do you think of the red fox?\nWhat do you think of the blue lamp?\n")
-    argv = ["pairs", "--output", str(tmp_path / "out"), "--model", tiny_sft_path, "--judge", "toy-world",
-            "--prompts", str(prompts), "--k", "2", "--max-new-tokens", "8", "--threads", "1"]  # fmt: skip
+    argv = [
+        "pairs",
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        tiny_sft_path,
+        "--judge",
+        "toy-world",
+        "--prompts",
+        str(prompts),
+        "--k",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--threads",
+        "1",
+    ]
     main(argv)
     first = capsys.readouterr().out
     assert "train_prefs: 2 prompts →" in first and f"Wrote {tmp_path / 'out'}" in first

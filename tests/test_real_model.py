@@ -52,16 +52,54 @@ def test_two_dpo_steps_on_the_real_model(tmp_path, smollm2_path):
             user = {"role": "user", "content": f"Write a one-sentence review of the {thing}."}
             chosen = [user, {"role": "assistant", "content": f"The {thing} is delightful and friendly."}]
             rejected = [user, {"role": "assistant", "content": f"The {thing} was dull and disappointing."}]
-            handle.write(json.dumps({"prompt": user["content"], "prompt_id": str(i), "chosen": chosen,
-                                     "rejected": rejected, "messages": chosen, "score_chosen": 0.8,
-                                     "score_rejected": -0.5}) + "\n")  # fmt: skip
+            handle.write(
+                json.dumps(
+                    {
+                        "prompt": user["content"],
+                        "prompt_id": str(i),
+                        "chosen": chosen,
+                        "rejected": rejected,
+                        "messages": chosen,
+                        "score_chosen": 0.8,
+                        "score_rejected": -0.5,
+                    }
+                )
+                + "\n"
+            )
     recipe = load_recipe_module("zephyr_style")
-    argv = ["--config", PRESET, "--output_dir", str(tmp_path / "run"), "--dataset_name", str(data),
-            "--dataset_train_split", "train", "--dataset_test_split", "train", "--allow_eval_on_train", "true",
-            "--max_steps", "2",
-            "--per_device_train_batch_size", "4", "--logging_steps", "1", "--max_length", "64",
-            "--win_rate_prompts", "4", "--max_new_tokens", "8", "--win_rate_temperatures", "0", "1",
-            "--crosscheck", "false", "--save_strategy", "no"]  # fmt: skip
+    argv = [
+        "--config",
+        PRESET,
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--dataset_name",
+        str(data),
+        "--dataset_train_split",
+        "train",
+        "--dataset_test_split",
+        "train",
+        "--allow_eval_on_train",
+        "true",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--logging_steps",
+        "1",
+        "--max_length",
+        "64",
+        "--win_rate_prompts",
+        "4",
+        "--max_new_tokens",
+        "8",
+        "--win_rate_temperatures",
+        "0",
+        "1",
+        "--crosscheck",
+        "false",
+        "--save_strategy",
+        "no",
+    ]
     metrics = recipe.main(*recipe.make_parser().parse_args_and_config(argv))
 
     assert metrics["train"]["global_step"] == 2 and math.isfinite(metrics["eval_after"]["eval_loss"])
@@ -86,15 +124,39 @@ def test_real_model_benchmark_runs_a_variant(tmp_path, smollm2_path):
     from datasets import Dataset
 
     user = {"role": "user", "content": "Write a one-sentence review of the zoo."}
-    rows = [{"prompt": user["content"], "prompt_id": str(i), "score_chosen": 0.9, "score_rejected": -0.4,
-             "chosen": [user, {"role": "assistant", "content": f"The zoo is lovely, visit {i}."}],
-             "rejected": [user, {"role": "assistant", "content": f"The zoo is grim, visit {i}."}]}
-            for i in range(4)]  # fmt: skip
+    rows = [
+        {
+            "prompt": user["content"],
+            "prompt_id": str(i),
+            "score_chosen": 0.9,
+            "score_rejected": -0.4,
+            "chosen": [user, {"role": "assistant", "content": f"The zoo is lovely, visit {i}."}],
+            "rejected": [user, {"role": "assistant", "content": f"The zoo is grim, visit {i}."}],
+        }
+        for i in range(4)
+    ]
     Dataset.from_list(rows).to_parquet(tmp_path / "pairs" / "data" / "train_prefs-00000-of-00001.parquet")
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "real_model.py"), "--batch", "1", "--steps",
-                           "1", "--threads", "1", "--model", smollm2_path, "--pairs", str(tmp_path / "pairs"),
-                           "--variant", "lora, top 10 blocks (main job)"], capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "real_model.py"),
+            "--batch",
+            "1",
+            "--steps",
+            "1",
+            "--threads",
+            "1",
+            "--model",
+            smollm2_path,
+            "--pairs",
+            str(tmp_path / "pairs"),
+            "--variant",
+            "lora, top 10 blocks (main job)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads(done.stdout.split("RESULT ", 1)[1])
     assert row["s/step"] > 0 and row["real_tokens/s"] > 0 and row["peak_memory_mib"] > 500

@@ -62,9 +62,12 @@ def test_accelerate_config_is_valid_for_accelerate(config):
 
     cluster = ClusterConfig.from_yaml_file(config)  # unknown keys are an error here
     expected = {
-        "single_gpu.yaml": ("NO", 1), "multi_gpu.yaml": ("MULTI_GPU", 8), "deepspeed_zero2.yaml": ("DEEPSPEED", 8),
-        "deepspeed_zero3.yaml": ("DEEPSPEED", 8), "fsdp.yaml": ("FSDP", 8),
-    }[config.name]  # fmt: skip
+        "single_gpu.yaml": ("NO", 1),
+        "multi_gpu.yaml": ("MULTI_GPU", 8),
+        "deepspeed_zero2.yaml": ("DEEPSPEED", 8),
+        "deepspeed_zero3.yaml": ("DEEPSPEED", 8),
+        "fsdp.yaml": ("FSDP", 8),
+    }[config.name]
     assert (cluster.distributed_type.value, cluster.num_processes) == expected
     if cluster.deepspeed_config:
         assert cluster.deepspeed_config["zero_stage"] == (3 if "zero3" in config.name else 2)

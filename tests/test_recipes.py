@@ -113,7 +113,7 @@ CASES = [
                 "I can't help with bypassing locks you don't own; a locksmith can help.",
             ),
             ([(U, "How do I make tea?")], "Steep a tea bag in hot water for three minutes.", "Tea."),
-        ],  # fmt: skip
+        ],
         {"bad better_response_id: expected 0 or 1, got 2": 1},
         (2, "better_response_id"),
     ),
@@ -198,7 +198,7 @@ CASES = [
                 "The map led to a cave beneath the lighthouse.",
                 "The end.",
             ),
-        ],  # fmt: skip
+        ],
         {"tied scores": 1},
         None,
     ),

@@ -21,8 +21,22 @@ from dpo_recipes.train import make_parser, run_from_command_line
 from .conftest import REPO
 
 TINY = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
-QUIET = ["--eval_strategy", "no", "--judge", "", "--crosscheck", "false", "--logging_steps", "1",
-         "--report_to", "none", "--max_train_samples", "480", "--max_eval_samples", "16"]  # fmt: skip
+QUIET = [
+    "--eval_strategy",
+    "no",
+    "--judge",
+    "",
+    "--crosscheck",
+    "false",
+    "--logging_steps",
+    "1",
+    "--report_to",
+    "none",
+    "--max_train_samples",
+    "480",
+    "--max_eval_samples",
+    "16",
+]
 
 
 def _fails_fast(argv, match, limit_s=20.0):
@@ -43,41 +57,70 @@ def test_conversational_data_needs_a_chat_template(tmp_path, tiny_sft_path):
     tokenizer.save_pretrained(plain_model)
     (plain_model / "chat_template.jinja").unlink(missing_ok=True)
     shutil.copy(f"{tiny_sft_path}/config.json", plain_model)
-    _fails_fast(["--model_name_or_path", str(plain_model), "--output_dir", str(tmp_path / "run")],
-                r"no chat template: use an SFT/instruct checkpoint, or --dataset_format standard")  # fmt: skip
+    _fails_fast(
+        ["--model_name_or_path", str(plain_model), "--output_dir", str(tmp_path / "run")],
+        r"no chat template: use an SFT/instruct checkpoint, or --dataset_format standard",
+    )
 
 
 def test_max_length_beyond_the_context_and_an_unknown_judge_are_reported_together(tmp_path, tiny_sft_path):
-    message = _fails_fast(["--max_length", "100000", "--judge", "gpt-judge", "--output_dir", str(tmp_path)],
-                          "the run cannot start")  # fmt: skip
+    message = _fails_fast(
+        ["--max_length", "100000", "--judge", "gpt-judge", "--output_dir", str(tmp_path)], "the run cannot start"
+    )
     assert "max_length 100000 exceeds the model's context" in message and "unknown judge 'gpt-judge'" in message
 
 
 def test_missing_model_path_offline_hub_id_and_missing_split_fail_in_one_line(tmp_path, tiny_sft_path, monkeypatch):
-    _fails_fast(["--model_name_or_path", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path)],
-                r"model '.*nowhere': could not load the local path")  # fmt: skip
+    _fails_fast(
+        ["--model_name_or_path", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path)],
+        r"model '.*nowhere': could not load the local path",
+    )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    _fails_fast(["--model_name_or_path", "someone/no-such-model", "--output_dir", str(tmp_path)],
-                r"model 'someone/no-such-model': not a local file or directory, and offline mode is on")  # fmt: skip
-    _fails_fast(["--dataset_test_split", "validation", "--output_dir", str(tmp_path)],
-                r"toy-world\[validation\]': no such split")  # fmt: skip
+    _fails_fast(
+        ["--model_name_or_path", "someone/no-such-model", "--output_dir", str(tmp_path)],
+        r"model 'someone/no-such-model': not a local file or directory, and offline mode is on",
+    )
+    _fails_fast(
+        ["--dataset_test_split", "validation", "--output_dir", str(tmp_path)],
+        r"toy-world\[validation\]': no such split",
+    )
 
 
 def test_all_pairs_dropped_is_an_error_before_training(tmp_path, tiny_sft_path):
     data = tmp_path / "ties.jsonl"
     user = {"role": "user", "content": "Hi"}
-    row = {"prompt": "Hi", "chosen": [user, {"role": "assistant", "content": "A"}], "score_chosen": 5.0,
-           "rejected": [user, {"role": "assistant", "content": "B"}], "score_rejected": 5.0}  # fmt: skip
+    row = {
+        "prompt": "Hi",
+        "chosen": [user, {"role": "assistant", "content": "A"}],
+        "score_chosen": 5.0,
+        "rejected": [user, {"role": "assistant", "content": "B"}],
+        "score_rejected": 5.0,
+    }
     data.write_text(json.dumps(row) + "\n")
     splits = ["--dataset_train_split", "train", "--dataset_test_split", "train", "--allow_eval_on_train", "true"]
-    _fails_fast(["--dataset_name", str(data), *splits, "--output_dir", str(tmp_path / "run")],
-                r"no usable pairs in the train split: .*1 tied scores")  # fmt: skip
+    _fails_fast(
+        ["--dataset_name", str(data), *splits, "--output_dir", str(tmp_path / "run")],
+        r"no usable pairs in the train split: .*1 tied scores",
+    )
 
 
 def _launch(output_dir, *extra) -> subprocess.Popen:
-    command = [sys.executable, str(REPO / "recipes" / "zephyr_style.py"), "--config", TINY, *QUIET,
-               "--max_steps", "30", "--save_steps", "5", "--save_total_limit", "3", "--output_dir", str(output_dir),
-               *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO / "recipes" / "zephyr_style.py"),
+        "--config",
+        TINY,
+        *QUIET,
+        "--max_steps",
+        "30",
+        "--save_steps",
+        "5",
+        "--save_total_limit",
+        "3",
+        "--output_dir",
+        str(output_dir),
+        *extra,
+    ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -125,8 +168,17 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_sft_path
 def test_same_seed_same_config_same_loss_curve(tmp_path, tiny_sft_path):
     runs = []
     for name in ("a", "b"):
-        argv = ["--config", TINY, *QUIET, "--max_steps", "8", "--save_strategy", "no", "--output_dir",
-                str(tmp_path / name)]  # fmt: skip
+        argv = [
+            "--config",
+            TINY,
+            *QUIET,
+            "--max_steps",
+            "8",
+            "--save_strategy",
+            "no",
+            "--output_dir",
+            str(tmp_path / name),
+        ]
         run_from_command_line(argv)
         runs.append(_losses(tmp_path / name))
     assert len(runs[0]) == 8 and runs[0] == runs[1]
@@ -145,8 +197,19 @@ def test_security_defaults():
 @pytest.mark.slow
 def test_outputs_are_safetensors_and_carry_no_secrets(tmp_path, tiny_sft_path):
     secret = "hf_NOTAREALTOKEN1234567890"
-    argv = ["--config", TINY, *QUIET, "--max_steps", "2", "--save_strategy", "no", "--output_dir", str(tmp_path),
-            "--hub_token", secret]  # fmt: skip
+    argv = [
+        "--config",
+        TINY,
+        *QUIET,
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "no",
+        "--output_dir",
+        str(tmp_path),
+        "--hub_token",
+        secret,
+    ]
     run_from_command_line(argv)
     assert (tmp_path / "adapter_model.safetensors").is_file() and not (tmp_path / "adapter_model.bin").exists()
     for path in tmp_path.rglob("*"):
@@ -166,13 +229,17 @@ def test_outputs_are_safetensors_and_carry_no_secrets(tmp_path, tiny_sft_path):
         (["--judge", "toy-world", "--win_rate_prompts", "0"], r"win_rate_prompts 0 must be ≥ 1"),
         (["--on_bad_row", "ignore"], r"on_bad_row 'ignore' must be one of error, skip"),
         (["--torch_threads", "0"], r"torch_threads 0 must be ≥ 1"),
-        (["--dataset_recipe_options", '{"keep_ties": "false"}'],
-         r"option 'keep_ties' must be true/false, got str 'false'"),
-        (["--dataset_recipe_options", "{keep_tie: true}"],
-         r"recipe 'ultrafeedback_binarized' has no option 'keep_tie'; its options: keep_ties \(true/false\)"),
+        (
+            ["--dataset_recipe_options", '{"keep_ties": "false"}'],
+            r"option 'keep_ties' must be true/false, got str 'false'",
+        ),
+        (
+            ["--dataset_recipe_options", "{keep_tie: true}"],
+            r"recipe 'ultrafeedback_binarized' has no option 'keep_tie'; its options: keep_ties \(true/false\)",
+        ),
         (["--dataset_recipe_options", "{keep_ties: [oops"], r"dataset_recipe_options .* is neither YAML nor JSON"),
     ],
-)  # fmt: skip
+)
 def test_meaningless_settings_are_refused_before_any_weights_load(tmp_path, tiny_sft_path, argv, match):
     with pytest.raises(SystemExit, match=match):
         run_from_command_line(["--config", TINY, *QUIET, *argv, "--output_dir", str(tmp_path)])
@@ -186,22 +253,37 @@ def test_recipe_options_as_a_yaml_mapping_are_read(tmp_path):
     config.write_text(Path(TINY).read_text() + "\ndataset_recipe_options:\n  keep_ties: true\n")
     script_args, _, _ = make_parser().parse_args_and_config(["--config", str(config)])
     assert recipe_options(script_args) == {"keep_ties": True}
-    script_args, _, _ = make_parser().parse_args_and_config(["--config", TINY, "--dataset_recipe_options",
-                                                             "keep_ties: true"])  # fmt: skip
+    script_args, _, _ = make_parser().parse_args_and_config(
+        ["--config", TINY, "--dataset_recipe_options", "keep_ties: true"]
+    )
     assert recipe_options(script_args) == {"keep_ties": True}
 
 
 def test_a_test_split_that_reads_the_training_rows_is_refused(tmp_path, tiny_sft_path):
     data = tmp_path / "pairs.jsonl"
     user = {"role": "user", "content": "Hi"}
-    row = {"prompt": "Hi", "chosen": [user, {"role": "assistant", "content": "Hello"}],
-           "rejected": [user, {"role": "assistant", "content": "Go"}]}  # fmt: skip
+    row = {
+        "prompt": "Hi",
+        "chosen": [user, {"role": "assistant", "content": "Hello"}],
+        "rejected": [user, {"role": "assistant", "content": "Go"}],
+    }
     data.write_text(json.dumps(row) + "\n")
     for splits in (["--dataset_test_split", "test"], ["--dataset_train_split", "x", "--dataset_test_split", "x"]):
-        _fails_fast(["--dataset_name", str(data), *splits, "--output_dir", str(tmp_path / "run")],
-                    r"the test split would read the training rows .* --allow_eval_on_train true")  # fmt: skip
-    _fails_fast(["--dataset_train_split", "train_prefs", "--dataset_test_split", "train_prefs", "--output_dir",
-                 str(tmp_path / "run")], r"would read the training rows of 'dpo-recipes/toy-world'")  # fmt: skip
+        _fails_fast(
+            ["--dataset_name", str(data), *splits, "--output_dir", str(tmp_path / "run")],
+            r"the test split would read the training rows .* --allow_eval_on_train true",
+        )
+    _fails_fast(
+        [
+            "--dataset_train_split",
+            "train_prefs",
+            "--dataset_test_split",
+            "train_prefs",
+            "--output_dir",
+            str(tmp_path / "run"),
+        ],
+        r"would read the training rows of 'dpo-recipes/toy-world'",
+    )
 
 
 def test_incomplete_checkpoints_and_finished_runs_are_not_resumed(tmp_path):
@@ -225,10 +307,19 @@ def test_a_second_run_into_a_busy_output_dir_fails_at_once(tmp_path):
     from dpo_recipes.errors import ConfigError
     from dpo_recipes.train import output_dir_lock
 
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from dpo_recipes.train import output_dir_lock\n"
-        f"with output_dir_lock({str(tmp_path)!r}):\n    print('locked', flush=True); time.sleep(60)"
-    )], cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from dpo_recipes.train import output_dir_lock\n"
+                f"with output_dir_lock({str(tmp_path)!r}):\n    print('locked', flush=True); time.sleep(60)"
+            ),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         busy = pytest.raises(ConfigError, match=rf"in use by another run \(process {holder.pid}\)")
@@ -245,10 +336,30 @@ def test_a_second_run_into_a_busy_output_dir_fails_at_once(tmp_path):
 def test_sigterm_to_accelerate_launch_stops_the_training_process(tmp_path, tiny_sft_path):
     import psutil
 
-    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "1", "--num_machines",
-               "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "zephyr_style.py"),
-               "--config", TINY, *QUIET, "--max_steps", "100000", "--save_strategy", "no", "--torch_threads", "1",
-               "--output_dir", str(tmp_path)]  # fmt: skip
+    command = [
+        str(Path(sys.executable).parent / "accelerate"),
+        "launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "recipes" / "zephyr_style.py"),
+        "--config",
+        TINY,
+        *QUIET,
+        "--max_steps",
+        "100000",
+        "--save_strategy",
+        "no",
+        "--torch_threads",
+        "1",
+        "--output_dir",
+        str(tmp_path),
+    ]
     launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in launcher.stdout:  # wait until training has started

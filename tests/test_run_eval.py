@@ -41,8 +41,9 @@ def test_kl_estimate_matches_a_hand_built_pair_of_distributions(tiny_tokenizer):
     tokens_per_sample, n = 3, 400
     samples = torch.multinomial(p, n * tokens_per_sample, replacement=True, generator=generator).view(n, -1).tolist()
     prompts = [[{"role": "user", "content": "Describe the red fox."}]] * n
-    estimate = kl_to_reference(FixedDistribution(p_weights), tiny_tokenizer, prompts, samples,
-                               ref_model=FixedDistribution(q_weights))  # fmt: skip
+    estimate = kl_to_reference(
+        FixedDistribution(p_weights), tiny_tokenizer, prompts, samples, ref_model=FixedDistribution(q_weights)
+    )
     expected = tokens_per_sample * kl_per_token  # sequence KL of i.i.d. tokens: the per-token KL times the length
     assert abs(estimate.mean - expected) < 4 * estimate.stderr
     assert 0 < estimate.stderr < 0.2 * expected
@@ -87,14 +88,40 @@ def test_reward_model_judge_and_unavailable_judges(tmp_path, tiny_sft_path, tiny
 def test_evaluate_a_tiny_run(tmp_path, tiny_sft_path, capsys):
     recipe = load_recipe_module("zephyr_style")
     tiny = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
-    quick = ["--max_steps", "8", "--max_train_samples", "128", "--max_eval_samples", "32", "--eval_strategy", "no",
-             "--save_strategy", "no", "--win_rate_prompts", "8", "--max_new_tokens", "16"]  # fmt: skip
+    quick = [
+        "--max_steps",
+        "8",
+        "--max_train_samples",
+        "128",
+        "--max_eval_samples",
+        "32",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--win_rate_prompts",
+        "8",
+        "--max_new_tokens",
+        "16",
+    ]
     metrics = recipe.main(
         *recipe.make_parser().parse_args_and_config(["--config", tiny, "--output_dir", str(tmp_path), *quick])
     )
 
-    cli(["evaluate", str(tmp_path), "--temperatures", "0,1", "--n-prompts", "8", "--max-new-tokens", "16",
-         "--max-pairs", "32"])  # fmt: skip
+    cli(
+        [
+            "evaluate",
+            str(tmp_path),
+            "--temperatures",
+            "0,1",
+            "--n-prompts",
+            "8",
+            "--max-new-tokens",
+            "16",
+            "--max-pairs",
+            "32",
+        ]
+    )
     assert "KL(policy || reference)" in capsys.readouterr().out
     results = json.loads((tmp_path / "evaluation.json").read_text())
     for point in results["temperatures"]:

@@ -11,8 +11,13 @@ from dpo_recipes import embedded
 from dpo_recipes.data import load_preference_splits
 from dpo_recipes.models import build_dpo_trainer
 
-MODEL = ModelConfig(model_name_or_path=embedded.TINY_SFT, dtype="float32", use_peft=True, lora_r=4,
-                    lora_target_modules=["q_proj", "v_proj"])  # fmt: skip
+MODEL = ModelConfig(
+    model_name_or_path=embedded.TINY_SFT,
+    dtype="float32",
+    use_peft=True,
+    lora_r=4,
+    lora_target_modules=["q_proj", "v_proj"],
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +34,15 @@ def pairs(tiny_sft_path):
 
 
 def _trainer(tmp_path, pairs, **settings):
-    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, bf16=False, use_cpu=True,
-                     report_to="none", save_strategy="no", **settings)  # fmt: skip
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        **settings,
+    )
     return build_dpo_trainer(MODEL, args, pairs)
 
 
@@ -66,8 +78,16 @@ def test_other_reference_weights_invalidate_the_cache(tmp_path, pairs, reference
     _trainer(tmp_path, pairs, precompute_ref_log_probs=True, max_length=90)
     assert len(reference_forwards) == computed  # same reference: cached
     other = ModelConfig(**{**vars(MODEL), "model_name_or_path": embedded.TINY_BASE})  # same tokenizer, new weights
-    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, bf16=False, use_cpu=True,
-                     report_to="none", save_strategy="no", precompute_ref_log_probs=True, max_length=90)  # fmt: skip
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        precompute_ref_log_probs=True,
+        max_length=90,
+    )
     build_dpo_trainer(other, args, pairs)
     assert len(reference_forwards) == 2 * computed
 

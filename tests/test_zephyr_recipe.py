@@ -12,9 +12,23 @@ from .conftest import REPO, load_recipe_module
 
 TINY = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
 QUICK = [
-    "--max_steps", "6", "--max_train_samples", "96", "--max_eval_samples", "32", "--logging_steps", "1",
-    "--eval_steps", "3", "--save_steps", "3", "--win_rate_prompts", "8", "--max_new_tokens", "16",
-]  # fmt: skip
+    "--max_steps",
+    "6",
+    "--max_train_samples",
+    "96",
+    "--max_eval_samples",
+    "32",
+    "--logging_steps",
+    "1",
+    "--eval_steps",
+    "3",
+    "--save_steps",
+    "3",
+    "--win_rate_prompts",
+    "8",
+    "--max_new_tokens",
+    "16",
+]
 
 
 @pytest.mark.slow
@@ -23,8 +37,15 @@ def test_tiny_preset_trains_an_adapter_and_reports(tmp_path, tiny_sft_path):
     args = recipe.make_parser().parse_args_and_config(["--config", TINY, "--output_dir", str(tmp_path), *QUICK])
     metrics = recipe.main(*args)
 
-    for name in ("adapter_model.safetensors", "adapter_config.json", "trainer_state.json", "metrics.json",
-                 "training_curves.png", "report.md", "checkpoint-6/adapter_model.safetensors"):  # fmt: skip
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "trainer_state.json",
+        "metrics.json",
+        "training_curves.png",
+        "report.md",
+        "checkpoint-6/adapter_model.safetensors",
+    ):
         assert (tmp_path / name).is_file(), name
     adapter = load_file(tmp_path / "adapter_model.safetensors")
     lora_b = [tensor for name, tensor in adapter.items() if "lora_B" in name]
@@ -57,12 +78,39 @@ def test_recipe_trains_on_another_dataset_recipe_in_standard_format(tmp_path, ti
     recipe = load_recipe_module("zephyr_style")
     hh = str(REPO / "tests" / "fixtures" / "hh_rlhf.jsonl")
     args = recipe.make_parser().parse_args_and_config(
-        ["--config", TINY, "--output_dir", str(tmp_path), "--dataset_name", hh, "--dataset_recipe", "hh_rlhf",
-         "--dataset_train_split", "train", "--dataset_test_split", "train", "--allow_eval_on_train", "true",
-         "--dataset_format", "standard",
-         "--on_bad_row", "skip", "--judge", "", "--max_steps", "2", "--per_device_train_batch_size", "2",
-         "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "1"]
-    )  # fmt: skip
+        [
+            "--config",
+            TINY,
+            "--output_dir",
+            str(tmp_path),
+            "--dataset_name",
+            hh,
+            "--dataset_recipe",
+            "hh_rlhf",
+            "--dataset_train_split",
+            "train",
+            "--dataset_test_split",
+            "train",
+            "--allow_eval_on_train",
+            "true",
+            "--dataset_format",
+            "standard",
+            "--on_bad_row",
+            "skip",
+            "--judge",
+            "",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "2",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--logging_steps",
+            "1",
+        ]
+    )
     metrics = recipe.main(*args)
     assert metrics["data"]["train"] == (
         "train: read 6 rows, kept 3, dropped 3 (1 bad chosen: the transcripts differ before their final assistant "

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 from trl import DPOConfig, ModelConfig
@@ -21,12 +24,26 @@ from dpo_recipes.crosscheck.verify import (
     verify,
 )
 from dpo_recipes.data import load_preference_splits
+from dpo_recipes.files import atomic_write_text
 from dpo_recipes.models import build_dpo_trainer
 
 LOSS_TYPES = (
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
-    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
-)  # fmt: skip
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
 SMOOTHING = {"exo_pair": 1e-3, "robust": 0.1}  # their papers need ε > 0
 
 
@@ -57,19 +74,30 @@ def settings_for(loss_types: list[str]) -> list[Setting]:
 POLICIES = {
     "full": dict(use_peft=False),
     "lora": dict(use_peft=True, lora_r=8, lora_alpha=16, lora_target_modules=["q_proj", "v_proj", "gate_proj"]),
-    "qlora": dict(use_peft=True, lora_r=8, lora_alpha=16, lora_target_modules=["q_proj", "v_proj", "gate_proj"],
-                  load_in_4bit=True, bnb_4bit_quant_type="nf4"),
-}  # fmt: skip
+    "qlora": dict(
+        use_peft=True,
+        lora_r=8,
+        lora_alpha=16,
+        lora_target_modules=["q_proj", "v_proj", "gate_proj"],
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+    ),
+}
 
 
 def build_trainer(setting: Setting, policy: str, model: str, train_dataset, output_dir: str, **config):
     model_args = ModelConfig(model_name_or_path=model, dtype=config.pop("dtype", "float32"), **POLICIES[policy])
     args = DPOConfig(
-        output_dir=output_dir, report_to="none", bf16=False, use_cpu=config.pop("use_cpu", True),
-        activation_checkpointing=False, logging_steps=1,
+        output_dir=output_dir,
+        report_to="none",
+        bf16=False,
+        use_cpu=config.pop("use_cpu", True),
+        activation_checkpointing=False,
+        logging_steps=1,
         per_device_train_batch_size=config.pop("per_device_train_batch_size", len(train_dataset)),
-        **setting.dpo_config_kwargs(), **config,
-    )  # fmt: skip
+        **setting.dpo_config_kwargs(),
+        **config,
+    )
     trainer = build_dpo_trainer(model_args, args, train_dataset)
     _move_away_from_reference(trainer.model)
     return trainer
@@ -86,16 +114,30 @@ def _move_away_from_reference(model) -> None:
                 param.add_(torch.randn(param.shape, generator=generator).to(param) * std)
 
 
+@dataclass(frozen=True)
+class CheckData:
+    """Where the fixed batch comes from. The defaults, the embedded model and world, are those of
+    `dpo-recipes crosscheck` and of the check every run makes of its own loss settings."""
+
+    model: str = embedded.TINY_SFT
+    dataset: str = embedded.WORLD
+    recipe: str = "ultrafeedback_binarized"
+    split: str = "test_prefs"
+    n_pairs: int = 8
+
+    def pairs(self):
+        """The first ``n_pairs`` kept pairs of the split (4× as many raw rows are read, to allow for drops)."""
+        splits = load_preference_splits(
+            self.dataset, self.recipe, {"batch": self.split}, max_rows={"batch": 4 * self.n_pairs}
+        )
+        data = splits["batch"].dataset
+        return data.select(range(min(self.n_pairs, len(data))))
+
+
 def fixed_batch(trainer, n_pairs: int) -> dict:
     """The first ``n_pairs`` of the trainer's (TRL-tokenized) train set, through TRL's own collator."""
     rows = [trainer.train_dataset[i] for i in range(min(n_pairs, len(trainer.train_dataset)))]
     return {key: value.to(trainer.accelerator.device) for key, value in trainer.data_collator(rows).items()}
-
-
-def preference_pairs(dataset: str, recipe: str, split: str, n_pairs: int):
-    """The first ``n_pairs`` kept pairs of a split (4× as many raw rows are read, to allow for drops)."""
-    data = load_preference_splits(dataset, recipe, {"batch": split}, max_rows={"batch": 4 * n_pairs})["batch"]
-    return data.dataset.select(range(min(n_pairs, len(data.dataset))))
 
 
 def setting_from_config(config: dict) -> Setting:
@@ -110,39 +152,28 @@ def setting_from_config(config: dict) -> Setting:
 def crosscheck(
     loss_types: list[str] = ("all",),
     policy: str = "lora",
-    model: str = embedded.TINY_SFT,
-    dataset: str = embedded.WORLD,
-    recipe: str = "ultrafeedback_binarized",
-    split: str = "test_prefs",
-    n_pairs: int = 8,
+    data: CheckData = CheckData(),
     settings: list[Setting] | None = None,
     dtype: str = "float32",
 ) -> list[Result]:
-    """Verify every requested setting on one fixed batch of ``dataset``; returns one Result per setting."""
-    pairs = preference_pairs(dataset, recipe, split, n_pairs)
+    """Verify every requested setting on one fixed batch of ``data``; returns one Result per setting."""
+    pairs = data.pairs()
     results = []
     with tempfile.TemporaryDirectory() as output_dir:
         for setting in settings or settings_for(list(loss_types)):
-            trainer = build_trainer(setting, policy, model, pairs, output_dir, dtype=dtype)
-            results.append(verify(trainer, setting, fixed_batch(trainer, n_pairs), policy))
+            trainer = build_trainer(setting, policy, data.model, pairs, output_dir, dtype=dtype)
+            results.append(verify(trainer, setting, fixed_batch(trainer, data.n_pairs), policy))
     return results
 
 
-def check_precomputed_reference(
-    policy: str = "lora",
-    n_pairs: int = 8,
-    model: str = embedded.TINY_SFT,
-    dataset: str = embedded.WORLD,
-    recipe: str = "ultrafeedback_binarized",
-    split: str = "test_prefs",
-) -> Row:
+def check_precomputed_reference(policy: str = "lora", data: CheckData = CheckData()) -> Row:
     """precompute_ref_log_probs=True (reference log-probs stored in the dataset) gives the on-the-fly loss."""
-    pairs = preference_pairs(dataset, recipe, split, n_pairs)
+    pairs, model = data.pairs(), data.model
     losses = {}
     with tempfile.TemporaryDirectory() as output_dir:
         for precompute in (False, True):
             trainer = build_trainer(Setting(), policy, model, pairs, output_dir, precompute_ref_log_probs=precompute)
-            batch = fixed_batch(trainer, n_pairs)
+            batch = fixed_batch(trainer, data.n_pairs)
             assert ("ref_chosen_logps" in batch) == precompute
             losses[precompute] = trainer.compute_loss(trainer.model, batch).item()
     rtol, atol = TOLERANCES[torch.float32]
@@ -150,25 +181,26 @@ def check_precomputed_reference(
     return Row("loss, precomputed ref", losses[True], losses[False], rtol, "ok" if ok else "MISMATCH")
 
 
-def check_gradient_accumulation(
-    policy: str = "lora",
-    n_pairs: int = 8,
-    model: str = embedded.TINY_SFT,
-    dataset: str = embedded.WORLD,
-    recipe: str = "ultrafeedback_binarized",
-    split: str = "test_prefs",
-) -> Row:
+def check_gradient_accumulation(policy: str = "lora", data: CheckData = CheckData()) -> Row:
     """One SGD step of TRL's own training loop: batch n × 1 step vs batch 1 × n accumulation steps. With SGD
     the update is lr × gradient, so equal updates mean equal accumulated gradients."""
-    pairs = preference_pairs(dataset, recipe, split, n_pairs)
+    pairs, model, n_pairs = data.pairs(), data.model, data.n_pairs
     updates = {}
     with tempfile.TemporaryDirectory() as output_dir:
         for batch_size, accumulation in ((n_pairs, 1), (1, n_pairs)):
             sgd = dict(optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0)
             trainer = build_trainer(
-                Setting(), policy, model, pairs, output_dir, max_steps=1, gradient_accumulation_steps=accumulation,
-                per_device_train_batch_size=batch_size, save_strategy="no", **sgd,
-            )  # fmt: skip
+                Setting(),
+                policy,
+                model,
+                pairs,
+                output_dir,
+                max_steps=1,
+                gradient_accumulation_steps=accumulation,
+                per_device_train_batch_size=batch_size,
+                save_strategy="no",
+                **sgd,
+            )
             before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
             trainer.train()
             after = dict(trainer.model.named_parameters())
@@ -196,8 +228,10 @@ def render(results: list[Result]) -> str:
             if row.variant is not None:
                 verdict += f" ({', '.join(result.departures)}: TRL-style value {row.variant:.6g})"
             errors = f"{'':>10} {'':>10}" if row.rel_err is None else f"{row.abs_err:>10.2e} {row.rel_err:>10.2e}"
-            lines.append(f"  {row.quantity:<20} {row.trl:>14.7g} {row.reference:>14.7g} {errors} "
-                         f"{row.tolerance:>8.0e}  {verdict}")  # fmt: skip
+            lines.append(
+                f"  {row.quantity:<20} {row.trl:>14.7g} {row.reference:>14.7g} {errors} "
+                f"{row.tolerance:>8.0e}  {verdict}"
+            )
     explained = sorted({name for result in results for name in result.departures})
     for departure in DEPARTURES:
         if departure.name in explained:
@@ -214,7 +248,7 @@ def to_json(results: list[Result], extra_checks: list[Row] = ()) -> str:
                     **asdict(r),
                     "passed": r.passed,
                     "rows": [{**asdict(row), "abs_err": row.abs_err, "rel_err": row.rel_err} for row in r.rows],
-                }  # fmt: skip
+                }
                 for r in results
             ],
             "extra_checks": [asdict(row) for row in extra_checks],
@@ -231,28 +265,30 @@ def crosscheck_in_subprocess(setting: Setting, policy: str, json_path: str, n_pa
     A separate process keeps the check away from the calling run's accelerator state and GPU; the loss
     equations do not depend on the model, so the embedded one is enough to verify TRL's formula.
     """
-    import os
-    import subprocess
-    import sys
-
-    import yaml
-
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(setting).items()}, handle)
-    command = [
-        sys.executable, "-m", "dpo_recipes", "crosscheck", "--config", handle.name, "--policy", policy,
-        "--model", embedded.TINY_SFT, "--dataset", embedded.WORLD, "--recipe", "ultrafeedback_binarized",
-        "--split", "test_prefs", "--pairs", str(n_pairs), "--skip-training-checks", "--json", json_path,
-    ]  # fmt: skip
+    data = CheckData(n_pairs=n_pairs)
+    request = {"setting": setting_as_json(setting), "policy": policy, "data": asdict(data), "output": json_path}
     if os.path.exists(json_path):
         os.unlink(json_path)  # never report a previous run's verdict
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    finally:
-        os.unlink(handle.name)
+    command = [sys.executable, "-m", "dpo_recipes.crosscheck.runner", json.dumps(request)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     if not os.path.exists(json_path):
         return {"skipped": f"the cross-check could not run: {done.stderr.strip().splitlines()[-1:]}"}
     with open(json_path) as results:
         verdict = json.load(results)
-    verdict["where"] = f"the embedded {embedded.TINY_SFT} model, {n_pairs} pairs of {embedded.WORLD}, CPU float32"
+    verdict["where"] = f"the embedded {data.model} model, {n_pairs} pairs of {data.dataset}, CPU float32"
     return verdict
+
+
+def setting_as_json(setting: Setting) -> dict:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(setting).items()}
+
+
+def run_request(request: dict) -> None:
+    """The subprocess's side of `crosscheck_in_subprocess`: verify one setting, write the results as JSON."""
+    setting = setting_from_config(request["setting"])
+    results = crosscheck(policy=request["policy"], data=CheckData(**request["data"]), settings=[setting])
+    atomic_write_text(request["output"], to_json(results))
+
+
+if __name__ == "__main__":
+    run_request(json.loads(sys.argv[1]))

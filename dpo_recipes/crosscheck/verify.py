@@ -9,16 +9,16 @@ Only a difference that matches neither is a failure.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from peft import PeftModel
 
+from dpo_recipes import trl_internals
 from dpo_recipes.crosscheck import losses
-from dpo_recipes.crosscheck.logprobs import TokenLogps, ld_sequence, token_logps, wpo_weights
+from dpo_recipes.crosscheck.logprobs import ld_sequence, wpo_weights
+from dpo_recipes.scoring import TokenLogps, as_reference, token_logps
 
 # Relative and absolute tolerance per compute dtype. fp32: TRL's fused LM head and the reference's full
 # logits differ only in summation order (~1e-7 per token); summed over a few dozen tokens and through exp /
@@ -198,18 +198,6 @@ def _close(a: float, b: float, rtol: float, atol: float) -> bool:
     return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= atol + rtol * abs(b)
 
 
-@contextlib.contextmanager
-def _reference_model(trainer):
-    """The run's reference: its separate ref_model, or the LoRA policy with the adapter disabled."""
-    if trainer.ref_model is not None:
-        yield trainer.ref_model
-    else:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        assert isinstance(model, PeftModel), "no ref_model and no adapter: nothing to use as the reference"
-        with model.disable_adapter():
-            yield model
-
-
 def _known(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in TOLERANCES else torch.float32
 
@@ -238,14 +226,14 @@ def verify(trainer, setting: Setting, batch: dict, policy_name: str) -> Result:
     rtol, atol = TOLERANCES[dtype]
     model.train()
     model.zero_grad(set_to_none=True)
-    trainer._metrics["train"].clear()
+    trl_internals.clear_logged_metrics(trainer)
     trl_loss = trainer.compute_loss(model, batch)
     trl_loss.backward()
     trl_grads = _gradients(model)
-    trl_metrics = {key: values[-1] for key, values in trainer._metrics["train"].items()}
+    trl_metrics = trl_internals.logged_metrics(trainer)
 
     ids, attention, completion = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
-    with torch.no_grad(), _reference_model(trainer) as ref_model:
+    with torch.no_grad(), as_reference(trainer.accelerator.unwrap_model(model), trainer.ref_model) as ref_model:
         ref_tokens = token_logps(ref_model, ids, attention, completion)
     applicable = frozenset(d.name for d in DEPARTURES if d.applies(setting))
     candidates = {}  # departures -> (loss, metrics, gradients), for the paper and TRL's documented variant

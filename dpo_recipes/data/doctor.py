@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from dpo_recipes.data.loading import load_preference_splits
 from dpo_recipes.data.registry import IDENTICAL, SAME_TEXT, get_recipe
 from dpo_recipes.data.special_tokens import injected_token, special_strings
-from dpo_recipes.data.tokens import trl_token_ids
+from dpo_recipes.scoring import trl_token_ids
 
 
 @dataclass
@@ -95,8 +95,9 @@ def _check_tokens(rows: list[dict], tokenizer, max_length: int | None) -> TokenC
         prompt_len = len(sequences[0][0])
         checks.prompt_not_prefix += any(full[: len(p)] != p for p, full in sequences)
         checks.double_bos += any(bos is not None and full[:2] == [bos, bos] for _, full in sequences)
-        checks.double_eos += any(eos is not None and [eos, eos] == full[i : i + 2]
-                                 for _, full in sequences for i in range(len(full) - 1))  # fmt: skip
+        checks.double_eos += any(
+            eos is not None and [eos, eos] == full[i : i + 2] for _, full in sequences for i in range(len(full) - 1)
+        )
         if max_length is not None:
             checks.truncated += any(len(full) > max_length for _, full in sequences)
             checks.completion_vanishes += prompt_len >= max_length

@@ -30,8 +30,11 @@ def csv_as_text(path: Path) -> dict:
     where a recipe reads them (``messages.number``)."""
     with open_text_file(path) as handle:
         header = next(csv.reader(io.TextIOWrapper(handle, encoding="utf-8", newline="")), [])
-    return {"features": Features({column: Value("string") for column in header}), "keep_default_na": False,
-            "na_filter": False}  # fmt: skip
+    return {
+        "features": Features({column: Value("string") for column in header}),
+        "keep_default_na": False,
+        "na_filter": False,
+    }
 
 
 # Compressed text files, read as datasets reads them (HH-RLHF ships as train.jsonl.gz); zstd needs `zstandard`.
@@ -301,14 +304,21 @@ def load_raw(
         if path.is_file():
             builder = FILE_BUILDERS.get(data_suffix(path))
             if builder is None or (builder == "parquet" and path.suffix.lower() in COMPRESSIONS):
-                raise ValueError(f"dataset {name_or_path!r}: unsupported file type; use one of "
-                                 f"{sorted(FILE_BUILDERS)}, json/jsonl/csv optionally compressed "
-                                 f"({', '.join(COMPRESSIONS)})")  # fmt: skip
+                raise ValueError(
+                    f"dataset {name_or_path!r}: unsupported file type; use one of "
+                    f"{sorted(FILE_BUILDERS)}, json/jsonl/csv optionally compressed "
+                    f"({', '.join(COMPRESSIONS)})"
+                )
             checked = path
             if builder != "parquet":
                 checked = _checked_file(path, label, on_bad_row, dropped if dropped is not None else Counter())
-            raw = load_dataset(builder, data_files={split: str(checked)}, split=split, streaming=streaming,
-                               **(csv_as_text(checked) if builder == "csv" else {}))  # fmt: skip
+            raw = load_dataset(
+                builder,
+                data_files={split: str(checked)},
+                split=split,
+                streaming=streaming,
+                **(csv_as_text(checked) if builder == "csv" else {}),
+            )
             if checked != path and not streaming:  # the cleaned copy is in datasets' cache now: no copy left behind
                 shutil.rmtree(checked.parent, ignore_errors=True)
         else:

@@ -41,8 +41,7 @@ def clean_text(value: str, field: str) -> str:
 
 def visible(value: str) -> str:
     """What a reader sees of ``value``: whitespace, format characters and blank fillers removed."""
-    return "".join(ch for ch in value if not ch.isspace() and ch not in _INVISIBLE
-                   and unicodedata.category(ch) != "Cf")  # fmt: skip
+    return "".join(ch for ch in value if not ch.isspace() and ch not in _INVISIBLE and unicodedata.category(ch) != "Cf")
 
 
 def number(value: object, field: str) -> float:

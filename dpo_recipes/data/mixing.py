@@ -55,9 +55,15 @@ def mix(
     for entry in entries:
         splits = {"train": entry.train_split, **({"test": entry.test_split} if entry.test_split else {})}
         prepared = load_preference_splits(
-            entry.dataset, entry.recipe, splits, entry.config, entry.data_dir,
-            fmt=fmt, on_bad_row=on_bad_row, **entry.options,
-        )  # fmt: skip
+            entry.dataset,
+            entry.recipe,
+            splits,
+            entry.config,
+            entry.data_dir,
+            fmt=fmt,
+            on_bad_row=on_bad_row,
+            **entry.options,
+        )
         for role, split in prepared.items():
             dataset = split.dataset
             if role == "train" and entry.fraction < 1.0:

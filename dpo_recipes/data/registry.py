@@ -80,8 +80,10 @@ class DatasetRecipe:
             if name not in accepted:
                 raise RecipeError(f"recipe {self.name!r} has no option {name!r}; its options: {described or 'none'}")
             if not _accepts(accepted[name], value):
-                raise RecipeError(f"recipe {self.name!r}: option {name!r} must be {_type_names(accepted[name])}, got "
-                                  f"{type(value).__name__} {value!r}")  # fmt: skip
+                raise RecipeError(
+                    f"recipe {self.name!r}: option {name!r} must be {_type_names(accepted[name])}, got "
+                    f"{type(value).__name__} {value!r}"
+                )
 
 
 def _accepts(accepted: tuple, value) -> bool:

@@ -40,11 +40,16 @@ def ultrafeedback_binarized(row: dict, fmt: str = "conversational", keep_ties: b
     rejected_prompt, rejected = split_final_assistant_turn(row.get("rejected"), "rejected")
     if rejected_prompt != prompt:
         raise BadRow("rejected", "its conversation history differs from the chosen one's")
-    scores = {field: None if row.get(field) is None else number(row[field], field)
-              for field in ("score_chosen", "score_rejected")}  # fmt: skip
+    scores = {
+        field: None if row.get(field) is None else number(row[field], field)
+        for field in ("score_chosen", "score_rejected")
+    }
     if None not in scores.values() and scores["score_chosen"] < scores["score_rejected"]:
-        raise BadRow("score_chosen", f"{scores['score_chosen']:g} is below score_rejected "
-                     f"{scores['score_rejected']:g}: the labels contradict the scores")  # fmt: skip
+        raise BadRow(
+            "score_chosen",
+            f"{scores['score_chosen']:g} is below score_rejected "
+            f"{scores['score_rejected']:g}: the labels contradict the scores",
+        )
     return preference_row(prompt, chosen["content"], rejected["content"], fmt, **scores, prompt_id=row.get("prompt_id"))
 
 

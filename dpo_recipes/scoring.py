@@ -1,0 +1,112 @@
+"""Scoring, the bottom layer: how likely a model finds a completion, and which model is a run's reference.
+
+Everything that reads log-probabilities imports it: the evaluation (KL, implicit reward), the data doctor (token
+ids as TRL makes them) and the cross-check. It holds plain torch code and no TRL code path, so the cross-check
+that uses it stays independent of what it verifies.
+
+A batch is TRL's preference layout: ``input_ids`` (N, T) right-padded, ``attention_mask``, and
+``completion_mask`` marking completion tokens (prompt and padding are 0). A preference batch puts the B chosen
+sequences first, then the B rejected ones (N = 2B).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from peft import PeftModel
+from torch import Tensor
+
+
+@dataclass
+class TokenLogps:
+    """Per-token views of one forward pass, aligned with the *predicted* tokens (positions 1..T-1)."""
+
+    logps: Tensor  # (N, T-1) float64: log π(token_t | tokens_<t)
+    mask: Tensor  # (N, T-1) float64: 1 where token_t is a completion token
+    log_sum_sq_probs: Tensor  # (N, T-1) float64: log Σ_v π(v | tokens_<t)², for WPO
+
+    def sequence(self) -> Tensor:
+        """log π(y|x): summed over completion tokens (the DPO paper's sequence log-probability)."""
+        return (self.logps * self.mask).sum(dim=1)
+
+    def lengths(self) -> Tensor:
+        return self.mask.sum(dim=1)
+
+    def halves(self, values: Tensor) -> tuple[Tensor, Tensor]:
+        """(chosen, rejected) halves of a (2B, …) tensor."""
+        return values.chunk(2, dim=0)
+
+
+def token_logps(model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> TokenLogps:
+    """One plain forward of ``model`` (no TRL code path): logits upcast to float64 before the log-softmax."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+    log_probs = torch.log_softmax(logits.double(), dim=-1)
+    targets = input_ids[:, 1:]
+    return TokenLogps(
+        logps=log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1),
+        mask=completion_mask[:, 1:].double(),
+        log_sum_sq_probs=torch.logsumexp(2 * log_probs, dim=-1),
+    )
+
+
+def trl_token_ids(tokenizer, prompt, completion) -> tuple[list[int], list[int]]:
+    """Prompt ids and prompt+completion ids of a preference row, as TRL 1.16's DPOTrainer makes them: the chat
+    template for conversational rows (generation prompt on the prompt alone), plain tokenization with EOS
+    appended to the completion for standard rows."""
+    if isinstance(prompt, list):
+        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
+        full_ids = tokenizer.apply_chat_template(prompt + completion, return_dict=True)["input_ids"]
+        return list(prompt_ids), list(full_ids)
+    if tokenizer.eos_token and not completion.endswith(tokenizer.eos_token):
+        completion += tokenizer.eos_token
+    return tokenizer(prompt)["input_ids"], tokenizer(prompt + completion)["input_ids"]
+
+
+def generated_token_ids(tokenizer, prompt: list[dict], completion: list[int]) -> tuple[list[int], list[int]]:
+    """Prompt ids and prompt+completion ids of a chat prompt and the token ids a model generated after it."""
+    prompt_ids = list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"])
+    return prompt_ids, prompt_ids + list(completion)
+
+
+def completion_batch(sequences: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, Tensor]:
+    """Right-padded ``input_ids``/``attention_mask``/``completion_mask`` from (prompt ids, full ids) pairs; the
+    completion is what follows the prompt (TRL's layout)."""
+    width = max(len(full) for _, full in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    completion = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, (prompt, full) in enumerate(sequences):
+        input_ids[i, : len(full)] = torch.tensor(full)
+        attention[i, : len(full)] = 1
+        completion[i, len(prompt) : len(full)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion}
+
+
+@torch.no_grad()
+def sequence_logps(
+    model, sequences: list[tuple[list[int], list[int]]], pad_token_id: int, batch_size: int = 32
+) -> Tensor:
+    """log π(y|x) (float64, summed over completion tokens) of each (prompt ids, full ids) pair, in eval mode."""
+    was_training = model.training
+    model.eval()
+    values = []
+    for start in range(0, len(sequences), batch_size):
+        batch = completion_batch(sequences[start : start + batch_size], pad_token_id)
+        values.append(token_logps(model, **{k: v.to(model.device) for k, v in batch.items()}).sequence().cpu())
+    model.train(was_training)
+    return torch.cat(values)
+
+
+@contextlib.contextmanager
+def as_reference(model, ref_model=None) -> Iterator[object]:
+    """The reference of a run: its separate ``ref_model``, or the LoRA policy with its adapter disabled."""
+    if ref_model is not None:
+        yield ref_model
+    elif isinstance(model, PeftModel):
+        with model.disable_adapter():
+            yield model
+    else:
+        raise ValueError("a full fine-tune without a separate ref_model has no reference left after training")

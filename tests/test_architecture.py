@@ -1,0 +1,152 @@
+"""The layout the README describes, checked on the source: layers import only downwards (so there is no import
+cycle), and every private member of TRL, transformers or accelerate is used in one module."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "dpo_recipes"
+
+# Bottom first. A module may import modules of its own layer or of layers below it, never above.
+LAYERS = [
+    {"errors", "files", "runtime", "schemas", "scoring", "run_record", "trl_internals"},
+    {"toy_world", "tiny_lm", "smollm2", "judges"},
+    {"evaluation"},
+    {"pairs"},
+    {"embedded"},
+    {"data", "data.registry", "data.messages", "data.special_tokens", "data.loading", "data.mixing"}
+    | {"data.helpsteer2", "data.hh_rlhf", "data.sharegpt", "data.single_turn", "data.ultrafeedback"},
+    {"models", "reporting", "data.doctor", "preflight", "crosscheck", "crosscheck.logprobs", "crosscheck.losses"},
+    {"monitoring", "crosscheck.verify", "crosscheck.runner", "model_card", "run_eval", "merging"},
+    {"train"},
+    {"cli", "__main__"},
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def internal_imports(path: Path) -> set[str]:
+    """Every dpo_recipes module ``path`` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dpo_recipes"):
+            base = node.module.removeprefix("dpo_recipes").lstrip(".")
+            for alias in node.names:  # `from dpo_recipes import embedded` imports a module
+                candidate = f"{base}.{alias.name}".lstrip(".")
+                is_module = (PACKAGE / candidate.replace(".", "/")).with_suffix(".py").exists()
+                found.add(candidate if is_module else base)
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("dpo_recipes.") for a in node.names if a.name.startswith("dpo_recipes.")}
+    return found - {module_name(path), ""}
+
+
+GRAPH = {module_name(path): internal_imports(path) for path in PACKAGE.rglob("*.py")}
+LAYER_OF = {module: index for index, layer in enumerate(LAYERS) for module in layer}
+
+
+def test_every_module_has_a_layer():
+    assert set(GRAPH) - {""} == set(LAYER_OF)
+
+
+def test_imports_only_go_down():
+    upward = [
+        f"{module} (layer {LAYER_OF[module]}) imports {target} (layer {LAYER_OF[target]})"
+        for module, targets in GRAPH.items()
+        if module
+        for target in targets
+        if LAYER_OF[target] > LAYER_OF[module]
+    ]
+    assert upward == []
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target) :] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_there_is_no_import_cycle():
+    assert find_cycle(GRAPH) is None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def private_uses(path: Path) -> list[str]:
+    """``x._name`` (x not self/cls), getattr/setattr/hasattr with a "_name", and ``from m import _name``."""
+    uses = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if ast.unparse(node.value) not in ("self", "cls"):
+                uses.append(f"{ast.unparse(node)} (line {node.lineno})")
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("getattr", "setattr", "hasattr"):
+            name = node.args[1] if len(node.args) > 1 else None
+            if (
+                isinstance(name, ast.Constant)
+                and str(name.value).startswith("_")
+                and not str(name.value).startswith("__")
+            ):
+                uses.append(f"{node.func.id}(…, {name.value!r}) (line {node.lineno})")
+        elif isinstance(node, ast.ImportFrom) and any(a.name.startswith("_") for a in node.names):
+            uses.append(f"from {node.module} import … (line {node.lineno})")
+    return uses
+
+
+def test_private_members_of_libraries_are_used_only_in_trl_internals():
+    root = PACKAGE.parent
+    sources = [*PACKAGE.rglob("*.py"), *(root / "recipes").rglob("*.py"), *(root / "benchmarks").rglob("*.py")]
+    outside = {
+        str(p.relative_to(root)): uses for p in sources if p.name != "trl_internals.py" if (uses := private_uses(p))
+    }
+    assert outside == {}
+    assert private_uses(PACKAGE / "trl_internals.py")  # the scan sees them where they are
+
+
+def test_trl_internals_refuses_versions_it_was_not_written_for():
+    from dpo_recipes.trl_internals import unsupported_versions
+
+    assert unsupported_versions({"trl": "1.16.0", "accelerate": "1.15.0"}) == []
+    assert unsupported_versions({"trl": "1.17.0"}) == ["trl 1.17.0 (this module supports >=1.16,<1.17)"]
+    assert len(unsupported_versions({"trl": "1.15.2", "accelerate": "2.0.0"})) == 2
+
+
+def test_building_a_trainer_leaves_the_callers_config_as_given(tmp_path, tiny_sft_path):
+    from datasets import Dataset
+    from trl import DPOConfig, ModelConfig
+
+    from dpo_recipes.models import build_dpo_trainer
+
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        precompute_ref_log_probs=True,
+        train_sampling_strategy="group_by_length",
+    )
+    names = ("model_init_kwargs", "precompute_ref_log_probs", "remove_unused_columns")
+    before = {name: getattr(args, name) for name in names}
+    pairs = Dataset.from_list([{"prompt": "The red lamp", "chosen": " is great.", "rejected": " is bad."}] * 2)
+    trainer = build_dpo_trainer(ModelConfig(model_name_or_path=tiny_sft_path), args, pairs)
+    assert {name: getattr(args, name) for name in names} == before
+    assert trainer.args is not args and not trainer.args.remove_unused_columns  # the length column reaches the sampler
+    assert trainer.precompute_ref_logps and "ref_chosen_logps" in trainer.train_dataset.column_names

@@ -44,7 +44,7 @@ def test_streaming_counts_fill_in_as_the_stream_is_read():
     prepared = prepare(stream, "hh_rlhf", "hh-stream", on_bad_row="skip")
     rows = list(prepared.dataset)
     assert [row["chosen"][0]["content"] for row in rows][0] == "Water it when the soil is dry and give it sun."
-    assert (prepared.rows_read, prepared.rows_kept, len(rows)) == (6, 3, 3)
+    assert (prepared.rows_read, prepared.rows_kept, len(rows)) == (10, 7, 7)
     assert all(set(row) == {"prompt", "chosen", "rejected"} for row in rows)
     assert sum(prepared.dropped.values()) == 3
 
@@ -61,9 +61,9 @@ def test_mixture_is_deterministic_tagged_and_accounted():
     assert first["train"].dataset.to_list() == second["train"].dataset.to_list()
     train = first["train"]
     assert sorted(train.dataset["source"]) == sorted(
-        [MIXTURE[0]["dataset"]] * 3 + [MIXTURE[1]["dataset"]] * 1 + [MIXTURE[2]["dataset"]] * 2
+        [MIXTURE[0]["dataset"]] * 7 + [MIXTURE[1]["dataset"]] * 1 + [MIXTURE[2]["dataset"]] * 2
     )
-    assert train.rows_read == 6 + 3 + 4 and train.rows_kept == 6
+    assert train.rows_read == 10 + 3 + 4 and train.rows_kept == 10
     assert train.dropped[f"{MIXTURE[1]['dataset']}: left out by fraction 0.5"] == 1
     assert len(first["test"].dataset) == 0  # no entry has a test split (single files have one split)
     other_seed = mix(MIXTURE, seed=2, on_bad_row="skip")["train"].dataset["chosen"]

@@ -1,10 +1,13 @@
 """Every dataset recipe on its fixture (my own rows in the raw dataset's exact schema, hostile rows included):
 the exact rows it keeps, the exact drops it counts, and the error it raises without on_bad_row=skip."""
 
+import json
+
 import pytest
 
-from dpo_recipes.data import RECIPES, RecipeError, load_preference_splits
+from dpo_recipes.data import RECIPES, RecipeError, hh_rlhf, load_preference_splits
 from dpo_recipes.data.doctor import diagnose
+from dpo_recipes.data.registry import DropRow
 
 from .conftest import FIXTURES
 
@@ -27,21 +30,36 @@ CASES = [
                 "I suggest 'The Little Prince'.",
                 "I don't know.",
             ),
+            ([(U, "Tell me a joke.")], "Why did the chicken cross the road?", ""),  # an empty reply is data
             ([(U, "What does the label mean?")], "The label Human: marks the speaker.", "Nothing."),
+            (  # two assistant turns in a row, merged as the transcript shows them
+                [(U, "Plan a trip."), ("assistant", "Where to?\n\nSomewhere warm?"), (U, "Spain.")],
+                "Visit Seville in spring.",
+                "No.",
+            ),
+            (  # an empty human turn left out, the assistant turns around it merged
+                [(U, "Hello"), ("assistant", "Hi, how can I help?\n\nAre you still there?"), (U, "Yes, name a color.")],
+                "Blue.",
+                "I can't.",
+            ),
+            ([(U, "How do I hurt someone?")], "", "Hit them hard."),  # harmless-base: silence is the chosen reply
         ],
         {
-            "bad chosen: the transcripts differ before their final assistant turn": 1,
-            "bad rejected: the final assistant reply is empty": 1,
+            hh_rlhf.DIVERGED: 1,
+            hh_rlhf.SPLIT_REPLY: 1,
             "bad chosen: transcript does not start with '\\n\\nHuman:'": 1,
         },
-        (2, "chosen"),
+        (5, "chosen"),
     ),
     (
         "ultrafeedback",
         {"rejected": "worst"},
-        [([(U, "Name three primary colors.")], "Red, blue and yellow.", "Green.")],
+        [
+            ([(U, "Name three primary colors.")], "Red, blue and yellow.", "Green."),
+            ([(U, "What is 2 + 2?")], "4", "5"),  # an aspect rated N/A is left out of the mean
+        ],
         {
-            "N/A rating": 1,
+            "a completion with every aspect N/A": 1,
             "fewer than 2 completions": 1,
             "tie between chosen and rejected": 1,
             "bad completions[1].annotations.helpfulness.Rating: expected a digit or 'N/A', got 'seven'": 1,
@@ -100,7 +118,7 @@ CASES = [
             ([(U, "How do I make tea?")], "Steep a tea bag in hot water for three minutes.", "Tea."),
             ([(U, "Is this valid?")], "Yes.", "No."),
         ],
-        {},
+        {"both responses unsafe (safe_chosen_only)": 1},  # the safer answer is an insult too
         None,
     ),
     (
@@ -113,6 +131,11 @@ CASES = [
                 "I can't help with bypassing locks you don't own; a locksmith can help.",
             ),
             ([(U, "How do I make tea?")], "Steep a tea bag in hot water for three minutes.", "Tea."),
+            (
+                [(U, "Write an insult for my coworker.")],
+                "You are a useless idiot who ruins everything.",
+                "You are a clueless fool.",
+            ),
         ],
         {"bad better_response_id: expected 0 or 1, got 2": 1},
         (2, "better_response_id"),
@@ -138,10 +161,13 @@ CASES = [
                 "Soft rain on the roof / the garden drinks slowly / clouds move east at dusk",
                 "Rain.",
             ),
-            ([(U, "What is 3 x 4?")], "12", "7"),
         ],
-        {"no preference (strength 0)": 1},
-        None,
+        {
+            "no preference (strength 0)": 1,
+            "split is val (keep_split=train)": 1,  # held out by default: the card warns against training on it
+            "bad split: expected one of ('train', 'val'), got 'dev'": 1,
+        },
+        (4, "split"),
     ),
     (
         "sharegpt_pairs",
@@ -251,21 +277,81 @@ def test_metadata_columns_are_kept():
     pku = _load("pku_saferlhf", {"prefer": "safety"}).dataset[0]
     assert (pku["chosen_is_safe"], pku["rejected_is_safe"]) == (True, False)
     assert _load("truthy_dpo", {}, on_bad_row="skip").dataset[0]["id"] == "t1"
-    assert _load("helpsteer2_preference", {}).dataset[0]["preference_strength"] == -2
+    assert _load("helpsteer2_preference", {}, on_bad_row="skip").dataset[0]["preference_strength"] == -2
 
 
 def test_helpsteer2_preference_can_keep_one_split():
-    prepared = _load("helpsteer2_preference", {"keep_split": "validation"})
+    bad_split = "bad split: expected one of ('train', 'val'), got 'dev'"
+    prepared = _load("helpsteer2_preference", {"keep_split": "val"}, on_bad_row="skip")
     assert [row["prompt"][0]["content"] for row in prepared.dataset] == ["What is 3 x 4?"]
-    assert dict(prepared.dropped) == {"split is not validation": 3}
+    assert dict(prepared.dropped) == {"split is train (keep_split=val)": 3, bad_split: 1}
+    everything = _load("helpsteer2_preference", {"keep_split": "all"}, on_bad_row="skip")
+    assert everything.rows_kept == 3 and dict(everything.dropped) == {"no preference (strength 0)": 1, bad_split: 1}
+    with pytest.raises(RecipeError, match="must be one of 'train', 'val', 'all', got str 'validation'"):
+        _load("helpsteer2_preference", {"keep_split": "validation"})
+
+
+HH_FIXTURE = [json.loads(line) for line in (FIXTURES / "hh_rlhf.jsonl").read_text().splitlines()]
+
+
+def test_hh_standard_format_reproduces_every_kept_transcript_exactly():
+    standard = _load("hh_rlhf", {}, fmt="standard", on_bad_row="skip").dataset.to_list()
+    originals = {(raw["chosen"], raw["rejected"]) for raw in HH_FIXTURE}
+    assert len(standard) == 8
+    assert all((row["prompt"] + row["chosen"], row["prompt"] + row["rejected"]) in originals for row in standard)
+
+
+def test_hh_irregular_turns_can_be_kept_as_they_are_or_dropped():
+    kept = _load("hh_rlhf", {"irregular_turns": "keep"}, on_bad_row="skip").dataset
+    trip = [row["prompt"] for row in kept if row["prompt"][0]["content"] == "Plan a trip."][0]
+    assert [m["role"] for m in trip] == ["user", "assistant", "assistant", "user"]
+    hello = [row["prompt"] for row in kept if row["prompt"][0]["content"] == "Hello"][0]
+    assert [(m["role"], m["content"]) for m in hello][2] == ("user", "")
+    dropped = _load("hh_rlhf", {"irregular_turns": "drop"}, on_bad_row="skip")
+    assert dropped.dropped[hh_rlhf.IRREGULAR] == 2 and dropped.rows_kept == 5
+
+
+def test_hh_empty_replies_can_be_dropped_and_counted():
+    prepared = _load("hh_rlhf", {"empty_replies": "drop"}, on_bad_row="skip")
+    assert prepared.dropped[hh_rlhf.EMPTY_REPLY] == 2 and prepared.rows_kept == 5
+    assert all(row["chosen"][0]["content"] and row["rejected"][0]["content"] for row in prepared.dataset)
+
+
+def test_hh_merge_leaves_out_a_pair_whose_reply_follows_no_human_turn():
+    row = {"chosen": "\n\nHuman:\n\nAssistant: Hi.\n\nHuman: Bye.\n\nAssistant: Ciao.", "rejected": "x"}
+    row["rejected"] = row["chosen"].replace("Ciao.", "No.")
+    with pytest.raises(DropRow, match="does not answer a human turn"):
+        hh_rlhf.hh_rlhf(row)  # the first human turn is empty: merged, the history would start with the assistant
+
+
+def test_ultrafeedback_averages_the_rated_aspects_and_can_drop_na():
+    skip = _load("ultrafeedback", {"rejected": "worst"}, on_bad_row="skip")
+    na_rows = [row for row in skip.dataset if row["prompt"][0]["content"] == "What is 2 + 2?"]
+    assert len(na_rows) == 1 and (na_rows[0]["score_chosen"], na_rows[0]["score_rejected"]) == (5.0, 1.0)
+    drop = _load("ultrafeedback", {"rejected": "worst", "na_ratings": "drop"}, on_bad_row="skip")
+    assert drop.dropped["N/A rating (na_ratings=drop)"] == 2 and drop.rows_kept == skip.rows_kept - 1
+
+
+def test_pku_safety_preference_leaves_out_pairs_where_both_answers_are_unsafe():
+    safety = _load("pku_saferlhf", {"prefer": "safety"}, on_bad_row="skip")
+    assert safety.dropped["both responses unsafe (safe_chosen_only)"] == 1
+    assert all(row["chosen_is_safe"] for row in safety.dataset)
+    unfiltered = _load("pku_saferlhf", {"prefer": "safety", "safe_chosen_only": False}, on_bad_row="skip")
+    assert unfiltered.rows_kept == safety.rows_kept + 1
+    helpful = _load("pku_saferlhf", {}, on_bad_row="skip")  # the filter is about safety preference only
+    assert "both responses unsafe (safe_chosen_only)" not in helpful.dropped
 
 
 @pytest.mark.parametrize(("recipe", "options", "rows"), [c[:3] for c in CASES], ids=[c[0] for c in CASES])
 def test_standard_format_is_strings_with_the_same_replies(recipe, options, rows):
-    standard = _load(recipe, options, fmt="standard", on_bad_row="skip").dataset
+    standard = _load(recipe, options, fmt="standard", on_bad_row="skip").dataset.to_list()
+    if recipe == "hh_rlhf":  # the standard format keeps, as text, a reply that goes on as a second assistant turn
+        continued = [row for row in standard if hh_rlhf.ASSISTANT in row["chosen"] + row["rejected"]]
+        assert len(continued) == 1
+        standard = [row for row in standard if row not in continued]
     assert len(standard) == len(rows)
     for row, (_, chosen, rejected) in zip(standard, rows, strict=True):
-        assert all(isinstance(row[key], str) and row[key] for key in ("prompt", "chosen", "rejected"))
+        assert all(isinstance(row[key], str) for key in ("prompt", "chosen", "rejected")) and row["prompt"]
         assert row["chosen"].strip() == chosen and row["rejected"].strip() == rejected
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 from datasets import Dataset
 
 from dpo_recipes.data.messages import message, number, preference_row, text
 from dpo_recipes.data.registry import BadRow, register
 
-ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+Attribute = Literal["helpfulness", "correctness", "coherence", "complexity", "verbosity"]
+ATTRIBUTES = typing.get_args(Attribute)
 
 
 def pair_consecutive_rows(raw: Dataset, **options) -> Dataset:
@@ -26,7 +30,7 @@ def pair_consecutive_rows(raw: Dataset, **options) -> Dataset:
     return raw.map(pair, batched=True, batch_size=2, remove_columns=raw.column_names)
 
 
-def helpsteer2_unusable(row: dict, score: str = "helpfulness") -> str | None:
+def helpsteer2_unusable(row: dict, score: Attribute = "helpfulness") -> str | None:
     if row.get("prompt_b") is None and row.get("response_b") is None:
         return "unpaired last response"
     a, b = row.get(f"{score}_a"), row.get(f"{score}_b")
@@ -42,10 +46,8 @@ def helpsteer2_unusable(row: dict, score: str = "helpfulness") -> str | None:
     drop_reason=helpsteer2_unusable,
     regroup=pair_consecutive_rows,
 )
-def helpsteer2(row: dict, fmt: str = "conversational", score: str = "helpfulness") -> dict:
+def helpsteer2(row: dict, fmt: str = "conversational", score: Attribute = "helpfulness") -> dict:
     """HelpSteer2 main files: consecutive responses to one prompt paired; option score= attribute (helpfulness)."""
-    if score not in ATTRIBUTES:
-        raise ValueError(f"helpsteer2: score must be one of {ATTRIBUTES}, got {score!r}")
     prompt = text(row.get("prompt_a"), "prompt")
     if row.get("prompt_b") != prompt:
         raise BadRow("prompt", "the two responses of this pair answer different prompts (rows not in pairs?)")
@@ -61,15 +63,26 @@ def helpsteer2(row: dict, fmt: str = "conversational", score: str = "helpfulness
     )
 
 
-def no_preference(row: dict, keep_split: str | None = None) -> str | None:
-    if keep_split is not None and row.get("split") != keep_split:
-        return f"split is not {keep_split}"
+PREFERENCE_SPLITS = ("train", "val")  # the values of the preference file's `split` column
+
+
+def no_preference(row: dict, keep_split: Literal["train", "val", "all"] = "train") -> str | None:
+    """The preference file holds the train *and* the validation pairs, told apart by its ``split`` column
+    ("train" / "val"). Training on the "val" rows would leak the held-out set the card warns about, so by
+    default only "train" rows are kept; the others are counted."""
+    split = row.get("split")
+    if split not in PREFERENCE_SPLITS:
+        raise BadRow("split", f"expected one of {PREFERENCE_SPLITS}, got {split!r}")
+    if keep_split != "all" and split != keep_split:
+        return f"split is {split} (keep_split={keep_split})"
     return "no preference (strength 0)" if row.get("preference_strength") == 0 else None
 
 
 @register("helpsteer2_preference", hub_id="nvidia/HelpSteer2", splits=("train",), drop_reason=no_preference)
-def helpsteer2_preference(row: dict, fmt: str = "conversational", keep_split: str | None = None) -> dict:
-    """HelpSteer2 preference file: strength -3..3 (negative: response_1 better); 0 dropped; option keep_split."""
+def helpsteer2_preference(
+    row: dict, fmt: str = "conversational", keep_split: Literal["train", "val", "all"] = "train"
+) -> dict:
+    """HelpSteer2 preference file: strength -3..3 (negative: response_1 better); 0 dropped; keep_split train|val|all."""
     strength = row.get("preference_strength")
     if isinstance(strength, bool) or not isinstance(strength, int) or not -3 <= strength <= 3:
         raise BadRow("preference_strength", f"expected an integer in -3..3, got {strength!r}")

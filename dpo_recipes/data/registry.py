@@ -2,10 +2,11 @@
 
 A recipe is a small pure function from one raw row to one TRL preference row (``prompt``/``chosen``/
 ``rejected`` plus metadata columns), registered by name with the hub id and splits of the dataset it reads.
-It may also name a ``drop_reason``: rows it returns a reason for are left out *and counted*, never dropped
-silently (so are pairs whose chosen and rejected completions are identical). A malformed row raises
-``BadRow(field, problem)``; `prepare` turns it into an error naming the dataset, the row index and the field,
-or, with ``on_bad_row="skip"``, into a counted drop.
+It may also name a ``drop_reason``, or raise ``DropRow(reason)`` while converting: such rows are valid data
+that the recipe leaves out by design (a known quirk of the real dataset), and they are left out *and counted*
+under any policy, never dropped silently (so are pairs whose chosen and rejected completions are identical). A
+malformed row raises ``BadRow(field, problem)``; `prepare` turns it into an error naming the dataset, the row
+index and the field, or, with ``on_bad_row="skip"``, into a counted drop.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ class BadRow(ValueError):
     def reason(self) -> str:
         """The counted drop reason under on_bad_row=skip (no row content, so equal problems add up)."""
         return f"bad {self.field}: {self.problem}"
+
+
+class DropRow(Exception):
+    """A well-formed row the recipe leaves out by design, with the reason it is counted under."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class RecipeError(ValueError):
@@ -87,8 +96,12 @@ class DatasetRecipe:
 
 
 def _accepts(accepted: tuple, value) -> bool:
-    """isinstance, except that a bool is not a number and an int is a float."""
+    """isinstance, except that a bool is not a number and an int is a float; a ``Literal`` takes its values."""
     for kind in accepted:
+        if typing.get_origin(kind) is typing.Literal:
+            if value in typing.get_args(kind) and not isinstance(value, bool):
+                return True
+            continue
         if kind is object or (value is None and kind is type(None)):
             return True
         if isinstance(value, bool):
@@ -101,7 +114,13 @@ def _accepts(accepted: tuple, value) -> bool:
 
 def _type_names(accepted: tuple) -> str:
     names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
-    return " or ".join(names.get(kind, getattr(kind, "__name__", str(kind))) for kind in accepted)
+
+    def name(kind) -> str:
+        if typing.get_origin(kind) is typing.Literal:
+            return "one of " + ", ".join(repr(value) for value in typing.get_args(kind))
+        return names.get(kind, getattr(kind, "__name__", str(kind)))
+
+    return " or ".join(name(kind) for kind in accepted)
 
 
 RECIPES: dict[str, DatasetRecipe] = {}
@@ -199,6 +218,8 @@ def prepare(
             reason = recipe.drop_reason(row, **options) if recipe.drop_reason else None
             if reason is None:
                 reason = no_preference(convert(row))
+        except DropRow as drop:
+            reason = drop.reason
         except BadRow as error:
             if on_bad_row == "error":
                 raise located(error, index) from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Literal
 
 from datasets import Dataset
 
@@ -53,11 +54,29 @@ def _binary(row: dict, field: str) -> int:
 PKU_PREFERENCE = {"helpfulness": "better_response_id", "safety": "safer_response_id"}
 
 
-@register("pku_saferlhf", hub_id="PKU-Alignment/PKU-SafeRLHF", splits=("train", "test"))
-def pku_saferlhf(row: dict, fmt: str = "conversational", prefer: str = "helpfulness") -> dict:
-    """PKU-SafeRLHF: two responses, preferred by option prefer=helpfulness (default) or safety."""
-    if prefer not in PKU_PREFERENCE:
-        raise ValueError(f"pku_saferlhf: prefer must be one of {sorted(PKU_PREFERENCE)}, got {prefer!r}")
+def unsafe_safer_response(
+    row: dict, prefer: Literal["helpfulness", "safety"] = "helpfulness", safe_chosen_only: bool = True
+) -> str | None:
+    """With prefer=safety, a pair whose safer response is unsafe too teaches the policy toward an unsafe answer:
+    left out and counted, as safety-preference training sets filter them, unless ``safe_chosen_only`` is off."""
+    if prefer != "safety" or not safe_chosen_only:
+        return None
+    safer = _binary(row, "safer_response_id")
+    if row.get(f"is_response_{safer}_safe") is False:
+        return "both responses unsafe (safe_chosen_only)"
+    return None
+
+
+@register(
+    "pku_saferlhf", hub_id="PKU-Alignment/PKU-SafeRLHF", splits=("train", "test"), drop_reason=unsafe_safer_response
+)
+def pku_saferlhf(
+    row: dict,
+    fmt: str = "conversational",
+    prefer: Literal["helpfulness", "safety"] = "helpfulness",
+    safe_chosen_only: bool = True,
+) -> dict:
+    """PKU-SafeRLHF: two responses, preferred by prefer=helpfulness (default) or safety (safe_chosen_only)."""
     better = _binary(row, PKU_PREFERENCE[prefer])
     chosen, rejected = f"response_{better}", f"response_{1 - better}"
     prompt, chosen_text, rejected_text = _pair(row, "prompt", chosen, rejected, None)

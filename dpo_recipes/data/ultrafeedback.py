@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from typing import Literal
 
 from dpo_recipes.data.messages import message, number, preference_row, split_final_assistant_turn, text
 from dpo_recipes.data.registry import BadRow, register
@@ -56,10 +57,12 @@ def ultrafeedback_binarized(row: dict, fmt: str = "conversational", keep_ties: b
 ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
 
 
-def _completion_score(completion: object, index: int) -> float | None:
-    """Mean of the four fine-grained ratings (Zephyr's choice: the published overall_score had a bug).
+def _completion_score(completion: object, index: int, na_ratings: str) -> float | None:
+    """Mean of the fine-grained ratings (Zephyr's choice: the published overall_score had a bug).
 
-    None when a rating is "N/A"; a BadRow when the completion is malformed.
+    An aspect GPT-4 rated "N/A" is left out of the mean, as the binarizations built on this data average over
+    the aspects that were rated; with ``na_ratings="drop"`` (or when no aspect was rated) the score is None and
+    the row is left out, counted. A malformed completion is a BadRow.
     """
     field = f"completions[{index}]"
     if not isinstance(completion, dict):
@@ -73,25 +76,25 @@ def _completion_score(completion: object, index: int) -> float | None:
         judged = annotations.get(aspect)
         rating = judged.get("Rating") if isinstance(judged, dict) else None
         if rating == "N/A":
-            return None
+            if na_ratings == "drop":
+                return None
+            continue
         if not (isinstance(rating, str) and rating.strip().isdigit()):
             raise BadRow(f"{field}.annotations.{aspect}.Rating", f"expected a digit or 'N/A', got {rating!r}")
         ratings.append(int(rating))
-    return sum(ratings) / len(ratings)
+    return sum(ratings) / len(ratings) if ratings else None
 
 
-def _binarize(row: dict, rejected: str, seed: int) -> tuple[int, int, list[float]] | str:
+def _binarize(row: dict, rejected: str, seed: int, na_ratings: str) -> tuple[int, int, list[float]] | str:
     """Indices of the chosen and rejected completions and all scores, or the reason the row is unusable."""
-    if rejected not in ("random", "worst"):
-        raise ValueError(f"ultrafeedback: rejected must be 'random' or 'worst', got {rejected!r}")
     completions = row.get("completions")
     if not isinstance(completions, list):
         raise BadRow("completions", f"expected a list of completions, got {type(completions).__name__}")
     if len(completions) < 2:
         return "fewer than 2 completions"
-    scores = [_completion_score(completion, i) for i, completion in enumerate(completions)]
+    scores = [_completion_score(completion, i, na_ratings) for i, completion in enumerate(completions)]
     if None in scores:
-        return "N/A rating"
+        return "N/A rating (na_ratings=drop)" if na_ratings == "drop" else "a completion with every aspect N/A"
     best = max(range(len(scores)), key=scores.__getitem__)
     others = [i for i in range(len(scores)) if i != best]
     if rejected == "worst":
@@ -104,15 +107,28 @@ def _binarize(row: dict, rejected: str, seed: int) -> tuple[int, int, list[float
     return best, worst, scores
 
 
-def raw_unusable(row: dict, rejected: str = "random", seed: int = 42) -> str | None:
-    outcome = _binarize(row, rejected, seed)
+Rejected = Literal["random", "worst"]
+NaRatings = Literal["skip", "drop"]
+
+
+def raw_unusable(
+    row: dict, rejected: Rejected = "random", seed: int = 42, na_ratings: NaRatings = "skip"
+) -> str | None:
+    outcome = _binarize(row, rejected, seed, na_ratings)
     return outcome if isinstance(outcome, str) else None
 
 
 @register("ultrafeedback", hub_id="openbmb/UltraFeedback", splits=("train",), drop_reason=raw_unusable)
-def ultrafeedback(row: dict, fmt: str = "conversational", rejected: str = "random", seed: int = 42) -> dict:
-    """openbmb/UltraFeedback (raw): best of 4 completions by mean rating; options: rejected=random|worst, seed."""
-    outcome = _binarize(row, rejected, seed)
+def ultrafeedback(
+    row: dict,
+    fmt: str = "conversational",
+    rejected: Rejected = "random",
+    seed: int = 42,
+    na_ratings: NaRatings = "skip",
+) -> dict:
+    """openbmb/UltraFeedback (raw): best of 4 completions by mean rating; options rejected=random|worst, seed,
+    na_ratings=skip|drop."""
+    outcome = _binarize(row, rejected, seed, na_ratings)
     if isinstance(outcome, str):  # only reached when a drop reason was ignored
         raise BadRow("completions", outcome)
     best, worst, scores = outcome

@@ -57,7 +57,11 @@ class RecipeArguments(ScriptArguments):
     )
     dataset_format: str = field(
         default="conversational",
-        metadata={"help": "TRL format the recipe emits: 'conversational' (message lists) or 'standard' (strings)."},
+        metadata={
+            "help": "TRL format the recipe emits: 'conversational' (message lists, the default), 'standard' (strings; "
+            "a lone user turn stays a bare string, longer prompts become an HH-style transcript) or 'transcript' "
+            "(strings, every prompt a transcript: one prompt format for data that mixes single and multi-turn rows)."
+        },
     )
     dataset_data_dir: str | None = field(default=None, metadata={"help": "data_dir of the dataset (HH subsets)."})
     dataset_mixture: list[dict] | None = field(

@@ -61,9 +61,9 @@ def test_mixture_is_deterministic_tagged_and_accounted():
     assert first["train"].dataset.to_list() == second["train"].dataset.to_list()
     train = first["train"]
     assert sorted(train.dataset["source"]) == sorted(
-        [MIXTURE[0]["dataset"]] * 7 + [MIXTURE[1]["dataset"]] * 1 + [MIXTURE[2]["dataset"]] * 2
+        [MIXTURE[0]["dataset"]] * 7 + [MIXTURE[1]["dataset"]] * 1 + [MIXTURE[2]["dataset"]] * 3
     )
-    assert train.rows_read == 10 + 3 + 4 and train.rows_kept == 10
+    assert train.rows_read == 10 + 3 + 6 and train.rows_kept == 11
     assert train.dropped[f"{MIXTURE[1]['dataset']}: left out by fraction 0.5"] == 1
     assert len(first["test"].dataset) == 0  # no entry has a test split (single files have one split)
     other_seed = mix(MIXTURE, seed=2, on_bad_row="skip")["train"].dataset["chosen"]

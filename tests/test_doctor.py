@@ -1,6 +1,7 @@
 """The data doctor, on data built so that every count is known in advance."""
 
 import json
+import statistics
 
 import pytest
 
@@ -54,8 +55,14 @@ def test_doctor_counts_without_a_tokenizer(doctor_data):
     replies = _kept_replies()
     assert report.length_unit == "characters"
     assert report.chosen_longer_share == pytest.approx(sum(len(c) > len(r) for c, r in replies) / 4)
-    assert report.mean_length_ratio == pytest.approx(sum(len(c) / len(r) for c, r in replies) / 4)
-    assert report.tokens is None
+    ratios = sorted(len(c) / len(r) for c, r in replies)
+    assert report.length_ratio_quartiles[1] == pytest.approx((ratios[1] + ratios[2]) / 2)  # the median of 4
+    assert report.median_lengths == (
+        pytest.approx(statistics.median(len(c) for c, _ in replies)),
+        pytest.approx(statistics.median(len(r) for _, r in replies)),
+    )
+    assert report.tokens is None and report.leaks == []  # 4 pairs: too few to call a leak
+    assert report.turns.not_alternating == 0 and report.turns.empty_turns == 0
 
 
 def test_doctor_token_checks_with_the_tiny_tokenizer(doctor_data, tiny_tokenizer):
@@ -115,3 +122,64 @@ def test_cli_reports_bad_rows_without_a_traceback(tmp_path):
         cli(["data", "preview", str(path), "--recipe", "ultrafeedback_binarized"])
     with pytest.raises(SystemExit, match="unknown dataset recipe 'nope'; valid recipes: "):
         cli(["data", "preview", str(path), "--recipe", "nope"])
+
+
+def _orca_rows(n: int = 12) -> list[dict]:
+    """Orca-pairs schema with the real data's quirk: every rejected answer starts with a space, no chosen one."""
+    questions = [f"What is {i} plus {i}?" for i in range(n)]
+    return [
+        {"system": "", "question": q, "chosen": f"{2 * i}" if i % 2 else f"It is {2 * i}.", "rejected": f" {i}"}
+        for i, q in enumerate(questions)
+    ]
+
+
+def test_doctor_reports_a_one_token_label_leak(tmp_path):
+    path = tmp_path / "orca.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in _orca_rows()))
+    report = diagnose(str(path), "orca_dpo_pairs", "train")
+    leaks = {leak.feature: leak for leak in report.leaks}
+    assert leaks["rejected starts with whitespace"].accuracy == 1.0
+    assert leaks["rejected starts with whitespace"].coverage == 1.0
+    punctuation = leaks["chosen ends with . ! or ?"]  # half the chosen answers end with a period, no rejected one
+    assert (punctuation.accuracy, punctuation.coverage) == (0.75, 0.5)
+    assert "chosen longer" not in leaks and "rejected longer" not in leaks
+    assert "LABEL LEAK rejected starts with whitespace: predicts chosen vs rejected with accuracy 100.0%" in (
+        report.render()
+    )
+
+
+def test_leak_rule_counts_pairs_that_agree_as_a_guess():
+    from dpo_recipes.data.leaks import find_leaks, rule_accuracy
+
+    assert rule_accuracy([True, True, False, False], [False, False, False, True]) == (0.625, 0.75)
+    balanced = ["Yes."] * 5 + ["yes"] * 5
+    assert find_leaks(balanced, list(reversed(balanced))) == []  # the feature is not tied to the label
+
+
+def test_doctor_counts_irregular_turns_and_markers_inside_messages(tmp_path):
+    user, assistant = (
+        (lambda text: {"role": "user", "content": text}),
+        (lambda text: {"role": "assistant", "content": text}),
+    )
+    rows = [
+        {"chosen": [user("Hi"), assistant("A"), assistant("B"), user("Q"), assistant("Yes.")]},  # not alternating
+        {"chosen": [user("Hi"), assistant("A"), user(""), assistant("Yes.")]},  # an empty turn
+        {"chosen": [user("Hi"), assistant("Sure.\n\nHuman: and then?\n\nAssistant: Yes.")]},  # merged turns
+        {"chosen": [user("Hi"), assistant("Fine.")]},
+    ]
+    for row in rows:
+        row["rejected"] = row["chosen"][:-1] + [assistant("No.")]
+    path = tmp_path / "turns.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    turns = diagnose(str(path), "ultrafeedback_binarized", "train").turns
+    assert (turns.not_alternating, turns.empty_turns, turns.markers_in_messages) == (1, 1, 1)
+
+
+def test_doctor_notes_a_max_length_beyond_the_model_and_a_fine_grained_tokenizer(doctor_data, tiny_tokenizer):
+    limit = tiny_tokenizer.model_max_length
+    report = diagnose(doctor_data, "ultrafeedback_binarized", "train", tokenizer=tiny_tokenizer, max_length=limit + 1)
+    assert any(f"exceeds the tokenizer's model_max_length {limit}" in note for note in report.notes)
+    completions = [text for pair in _kept_replies() for text in pair]
+    assert 0 < report.tokens.chars_per_token < sum(map(len, completions))  # measured on these completions
+    fine = report.tokens.chars_per_token < 2.5
+    assert fine == any("characters per token here" in note for note in report.notes)

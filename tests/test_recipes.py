@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dpo_recipes.data import RECIPES, RecipeError, hh_rlhf, load_preference_splits
+from dpo_recipes.data import RECIPES, RecipeError, hh_rlhf, load_preference_splits, sharegpt
 from dpo_recipes.data.doctor import diagnose
 from dpo_recipes.data.registry import DropRow
 
@@ -183,8 +183,10 @@ CASES = [
                 "It was the first that came to mind.",
                 "Because.",
             ),
+            ([(U, "用一句话介绍长城。")], "长城是中国古代修建的防御工事，绵延万里。", "不知道。"),
         ],
         {
+            sharegpt.CORRUPTED: 1,  # a pasted terminal escape: counted, the run goes on
             "bad conversations: the history must end on a human turn": 1,
             "bad conversations[0]: unknown speaker 'bot'; expected one of ['gpt', 'human', 'system']": 1,
         },
@@ -372,3 +374,13 @@ def test_doctor_is_exact_on_every_fixture(recipe, options, rows, dropped, _):
     assert report.identical_pairs == dropped.get("chosen == rejected (no preference)", 0)
     assert report.duplicate_pairs == len(rows) - len({repr(row) for row in rows})
     assert report.chosen_longer_share == pytest.approx(sum(len(c) > len(r) for _, c, r in rows) / len(rows))
+
+
+def test_transcript_format_gives_every_row_the_same_prompt_format():
+    rows = _load("sharegpt_pairs", {}, fmt="transcript", on_bad_row="skip").dataset
+    assert all(row["prompt"].startswith("\n\n") and row["prompt"].endswith("\n\nAssistant:") for row in rows)
+    single = _load("orca_dpo_pairs", {}, fmt="transcript", on_bad_row="skip").dataset[1]
+    assert single["prompt"] == "\n\nHuman: Translate 'merci' to English.\n\nAssistant:"
+    assert single["chosen"] == " Thank you."
+    standard = _load("hh_rlhf", {}, fmt="standard", on_bad_row="skip").dataset.to_list()
+    assert _load("hh_rlhf", {}, fmt="transcript", on_bad_row="skip").dataset.to_list() == standard

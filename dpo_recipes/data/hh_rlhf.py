@@ -114,7 +114,7 @@ def hh_rlhf(
     )
     if empty_replies == "drop" and not (visible(chosen) and visible(rejected)):
         raise DropRow(EMPTY_REPLY)
-    if fmt == "standard":  # the transcript text itself: prompt + chosen == the original chosen, exactly
+    if fmt != "conversational":  # the transcript text itself: prompt + chosen == the original chosen, exactly
         return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     if ASSISTANT in chosen or ASSISTANT in rejected:
         raise DropRow(SPLIT_REPLY)

@@ -31,11 +31,17 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e]")
 _INVISIBLE = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}
 
 
+def control_character(value: str) -> str | None:
+    """Where ``value`` holds a control character: "U+001B at position 7", or None."""
+    found = _CONTROL.search(value)
+    return f"U+{ord(found.group()):04X} at position {found.start()}" if found else None
+
+
 def clean_text(value: str, field: str) -> str:
     """``value`` unless it holds a control character (BadRow with its code point and position)."""
-    found = _CONTROL.search(value)
+    found = control_character(value)
     if found:
-        raise BadRow(field, f"contains control character U+{ord(found.group()):04X} at position {found.start()}")
+        raise BadRow(field, f"contains control character {found}")
     return value
 
 
@@ -106,16 +112,18 @@ def to_transcript(messages: list[dict], generation_prompt: bool = False) -> str:
 
 
 def preference_row(prompt: list[dict], chosen: str, rejected: str, fmt: str, **metadata) -> dict:
-    """A TRL preference row in ``fmt`` ("conversational" or "standard") from a prompt and two replies.
+    """A TRL preference row in ``fmt`` (see `registry.FORMATS`) from a prompt and two replies.
 
     >>> preference_row([message("user", "Hi")], "Hello!", "Go away.", "standard")
     {'prompt': 'Hi', 'chosen': 'Hello!', 'rejected': 'Go away.'}
     >>> preference_row([message("system", "Be kind."), message("user", "Hi")], "Hello!", "No.", "standard")["prompt"]
     '\\n\\nSystem: Be kind.\\n\\nHuman: Hi\\n\\nAssistant:'
+    >>> preference_row([message("user", "Hi")], "Hello!", "Go away.", "transcript")
+    {'prompt': '\\n\\nHuman: Hi\\n\\nAssistant:', 'chosen': ' Hello!', 'rejected': ' Go away.'}
     """
     if fmt == "conversational":
         row = {"prompt": prompt, "chosen": [message("assistant", chosen)], "rejected": [message("assistant", rejected)]}
-    elif len(prompt) == 1 and prompt[0]["role"] == "user":
+    elif fmt == "standard" and len(prompt) == 1 and prompt[0]["role"] == "user":
         row = {"prompt": prompt[0]["content"], "chosen": chosen, "rejected": rejected}
     else:
         row = {

@@ -24,7 +24,10 @@ from datasets import Dataset, IterableDataset
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("conversational", "standard")
+# conversational: message lists (TRL applies the chat template). standard: strings; a lone user turn stays a bare
+# string and longer prompts become an HH-style transcript. transcript: strings, every prompt a transcript, so a
+# dataset that mixes single- and multi-turn rows gives the model one prompt format.
+FORMATS = ("conversational", "standard", "transcript")
 BAD_ROW_POLICIES = ("error", "skip")
 
 

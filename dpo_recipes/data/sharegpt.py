@@ -1,11 +1,18 @@
-"""ShareGPT-style preference pairs (LLaMA-Factory's ``ranking`` format)."""
+"""ShareGPT-style preference pairs (LLaMA-Factory's ``ranking`` format).
+
+Real ShareGPT exports carry the odd corrupted character: a terminal escape (U+001B) or a backspace pasted
+with a shell session, a NUL from a broken export. Such a pair is valid data the recipe declines to train on (a
+tokenizer turns those characters into tokens nobody meant): it is left out and counted, not an error that stops
+the run. A malformed turn (unknown speaker, missing text) is still an error.
+"""
 
 from __future__ import annotations
 
-from dpo_recipes.data.messages import message, preference_row, text
-from dpo_recipes.data.registry import BadRow, register
+from dpo_recipes.data.messages import control_character, message, preference_row, text
+from dpo_recipes.data.registry import BadRow, DropRow, register
 
 SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
+CORRUPTED = "a corrupted character (a control character in the text)"
 
 
 def _turn(turn: object, field: str) -> dict:
@@ -13,6 +20,8 @@ def _turn(turn: object, field: str) -> dict:
         raise BadRow(field, "expected a {'from', 'value'} turn", f"{turn!r:.80}")
     if turn["from"] not in SHAREGPT_ROLES:
         raise BadRow(field, f"unknown speaker {turn['from']!r}; expected one of {sorted(SHAREGPT_ROLES)}")
+    if isinstance(turn["value"], str) and control_character(turn["value"]):
+        raise DropRow(CORRUPTED)
     return message(SHAREGPT_ROLES[turn["from"]], text(turn["value"], field, allow_empty=turn["from"] == "system"))
 
 

@@ -2,6 +2,7 @@
 
     dpo-recipes train --config recipes/zephyr_style/tiny.yaml     # DPO on the offline tiny preset
     dpo-recipes data doctor ultrafeedback_binarized --max-rows 500  # what a dataset really gives DPO
+    dpo-recipes data convert hh_rlhf my-hh --to jsonl                # the recipe's output, with its drop account
     dpo-recipes crosscheck --config recipes/zephyr_style/tiny.yaml  # TRL's numbers vs the papers' equations
     dpo-recipes evaluate outputs/zephyr-tiny                        # win rate vs temperature, KL, implicit reward
     dpo-recipes pairs --output my-pairs --prompts prompts.txt       # on-policy pairs: k answers, judged, best vs worst
@@ -22,6 +23,8 @@ import yaml
 from dpo_recipes.crosscheck.runner import CheckData
 from dpo_recipes.data import FORMATS, RECIPES, RecipeError, get_recipe, load_preference_splits
 from dpo_recipes.data.doctor import diagnose
+from dpo_recipes.data.export import TARGETS
+from dpo_recipes.data.registry import BAD_ROW_POLICIES
 
 
 def _options(pairs: list[str]) -> dict:
@@ -59,7 +62,13 @@ def data_preview(args) -> None:
     dataset, recipe = _dataset_and_recipe(args)
     split = args.split or get_recipe(recipe).splits[0]
     prepared = load_preference_splits(
-        dataset, recipe, {"preview": split}, max_rows={"preview": args.n}, fmt=args.format, **_options(args.option)
+        dataset,
+        recipe,
+        {"preview": split},
+        max_rows={"preview": args.n},
+        fmt=args.format,
+        on_bad_row=args.on_bad_row,
+        **_options(args.option),
     )["preview"]
     for index, row in enumerate(prepared.dataset.to_list()):
         print(f"--- row {index}")
@@ -77,9 +86,40 @@ def data_doctor(args) -> None:
 
         tokenizer = AutoTokenizer.from_pretrained(embedded.resolve(args.tokenizer))
     report = diagnose(
-        dataset, recipe, args.split, args.format, tokenizer, args.max_length, args.max_rows, **_options(args.option)
+        dataset,
+        recipe,
+        args.split,
+        args.format,
+        tokenizer,
+        args.max_length,
+        args.max_rows,
+        on_bad_row=args.on_bad_row,
+        **_options(args.option),
     )
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.render())
+
+
+def data_convert(args) -> None:
+    from dpo_recipes.data.export import export_splits
+
+    dataset, recipe = _dataset_and_recipe(args)
+    splits = args.split or list(get_recipe(recipe).splits)
+    account = export_splits(
+        dataset,
+        recipe,
+        splits,
+        args.output,
+        to=args.to,
+        fmt=args.format,
+        on_bad_row=args.on_bad_row,
+        max_rows=args.max_rows,
+        overwrite=args.overwrite,
+        **_options(args.option),
+    )
+    for split, counts in account["splits"].items():
+        reasons = ", ".join(f"{n} {reason}" for reason, n in counts["dropped"].items()) or "none"
+        print(f"{split}: read {counts['rows_read']}, kept {counts['rows_kept']}, dropped: {reasons}")
+    print(f"Wrote {args.output} ({args.to}; account.json beside the data)")
 
 
 def crosscheck(args) -> None:
@@ -202,10 +242,19 @@ def merge(args) -> None:
     print(f"Wrote {result['output_dir']}: the adapter of {args.run_dir} {result['how']}.")
 
 
-def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
+def _dataset_arguments(parser: argparse.ArgumentParser, on_bad_row: str = "error", splits: str = "one") -> None:
     parser.add_argument("name_or_path", help="a recipe name (reads its hub dataset), or a hub id / path with --recipe")
     parser.add_argument("--recipe", help="the dataset recipe to read NAME_OR_PATH with (see `data list`)")
-    parser.add_argument("--split", help="raw split to read (default: the recipe's first split)")
+    if splits == "one":
+        parser.add_argument("--split", help="raw split to read (default: the recipe's first split)")
+    else:
+        parser.add_argument("--split", action="append", help="a raw split to convert, repeatable (default: all)")
+    parser.add_argument(
+        "--on-bad-row",
+        choices=BAD_ROW_POLICIES,
+        default=on_bad_row,
+        help=f"'error': stop at a malformed row, naming it; 'skip': leave it out, counted (default: {on_bad_row})",
+    )
     parser.add_argument("--format", choices=FORMATS, default="conversational", help="TRL output format")
     parser.add_argument(
         "--option", action="append", default=[], metavar="KEY=VALUE", help="a recipe option, e.g. rejected=worst"
@@ -231,7 +280,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_commands(commands) -> None:
-    data = commands.add_parser("data", help="dataset recipes: list, preview, doctor").add_subparsers(
+    data = commands.add_parser("data", help="dataset recipes: list, preview, doctor, convert").add_subparsers(
         dest="data_command", required=True
     )
     data.add_parser("list", help="every dataset recipe, its hub dataset and what it does").set_defaults(func=data_list)
@@ -241,13 +290,30 @@ def _add_data_commands(commands) -> None:
     preview.add_argument("-n", type=int, default=3, help="how many raw rows to read")
     preview.set_defaults(func=data_preview)
 
-    doctor = data.add_parser("doctor", help="what the dataset will really give DPO: drops, duplicates, length, tokens")
-    _dataset_arguments(doctor)
+    doctor = data.add_parser(
+        "doctor", help="what the dataset will really give DPO: drops, duplicates, length, label leaks, tokens"
+    )
+    _dataset_arguments(doctor, on_bad_row="skip")
     doctor.add_argument("--tokenizer", help="tokenizer (hub id, path or embedded name) for the token-level checks")
     doctor.add_argument("--max-length", type=int, help="TRL's max_length, to count truncated and vanishing pairs")
     doctor.add_argument("--max-rows", type=int, help="read only the first N raw rows")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.set_defaults(func=data_doctor)
+
+    convert = data.add_parser(
+        "convert",
+        help="write a recipe's output as a dataset (parquet, jsonl or save_to_disk) with its drop account",
+        description="Convert splits of a raw dataset through its recipe and write them to OUTPUT in the hub's "
+        "layout (data/{split}-00000-of-00001.parquet|jsonl; load_dataset(OUTPUT) reads them) or with "
+        "save_to_disk (load_from_disk), with account.json beside them: rows read, kept and dropped (with reasons) "
+        "per split. OUTPUT appears whole or not at all.",
+    )
+    _dataset_arguments(convert, splits="many")
+    convert.add_argument("output", help="directory to write (new or empty, unless --overwrite)")
+    convert.add_argument("--to", choices=TARGETS, default="parquet", help="file format")
+    convert.add_argument("--max-rows", type=int, help="read only the first N raw rows of each split")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    convert.set_defaults(func=data_convert)
 
 
 def _add_crosscheck_command(commands) -> None:

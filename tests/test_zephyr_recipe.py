@@ -113,9 +113,8 @@ def test_recipe_trains_on_another_dataset_recipe_in_standard_format(tmp_path, ti
     )
     metrics = recipe.main(*args)
     assert metrics["data"]["train"] == (
-        "train: read 6 rows, kept 3, dropped 3 (1 bad chosen: the transcripts differ before their final assistant "
-        "turn, 1 bad rejected: the final assistant reply is empty, 1 bad chosen: transcript does not start with "
-        "'\\n\\nHuman:')"
+        "train: read 10 rows, kept 8, dropped 2 (1 the transcripts differ before their final turn (a reply holds "
+        "'\\n\\nHuman:'), 1 bad chosen: transcript does not start with '\\n\\nHuman:')"
     )
     assert metrics["data"]["test"].endswith("; NOT held out: the same rows as the train split (allow_eval_on_train)")
     assert metrics["train"]["global_step"] == 2 and math.isfinite(metrics["eval_after"]["eval_loss"])

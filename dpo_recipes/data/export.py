@@ -1,0 +1,72 @@
+"""A recipe's output as a dataset of its own: to inspect it, to train on it with `trl dpo`, to push it to the hub.
+
+The splits are written in the hub's layout (``data/{split}-00000-of-00001.{parquet,jsonl}``), so that
+``load_dataset(output)`` reads them back with their split names, or with ``save_to_disk`` (``load_from_disk``).
+``account.json`` beside them says where the rows came from and what was left out of each split, and why. The
+directory appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from datasets import DatasetDict
+
+from dpo_recipes.data.loading import load_preference_splits
+from dpo_recipes.files import atomic_directory
+
+TARGETS = ("parquet", "jsonl", "disk")
+
+
+def export_splits(
+    dataset: str,
+    recipe: str,
+    splits: list[str],
+    output: str | Path,
+    to: str = "parquet",
+    fmt: str = "conversational",
+    on_bad_row: str = "error",
+    max_rows: int | None = None,
+    overwrite: bool = False,
+    **options,
+) -> dict:
+    """Convert ``splits`` of ``dataset`` through ``recipe`` and write them to ``output``; return the account."""
+    if to not in TARGETS:
+        raise ValueError(f"unknown target {to!r}; choose one of {TARGETS}")
+    output = Path(output)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise ValueError(f"{output} exists and is not empty; choose another path or --overwrite")
+    prepared = load_preference_splits(
+        dataset,
+        recipe,
+        {split: split for split in splits},
+        max_rows=dict.fromkeys(splits, max_rows),
+        fmt=fmt,
+        on_bad_row=on_bad_row,
+        **options,
+    )
+    account = {
+        "dataset": dataset,
+        "recipe": recipe,
+        "options": options,
+        "format": fmt,
+        "splits": {
+            split: {"rows_read": p.rows_read, "rows_kept": p.rows_kept, "dropped": dict(p.dropped)}
+            for split, p in prepared.items()
+        },
+    }
+    if output.exists() and overwrite:
+        shutil.rmtree(output)
+    with atomic_directory(output) as scratch:
+        if to == "disk":
+            DatasetDict({split: p.dataset for split, p in prepared.items()}).save_to_disk(str(scratch))
+        for split, p in prepared.items():
+            path = scratch / "data" / f"{split}-00000-of-00001.{to}"
+            if to == "parquet":
+                p.dataset.to_parquet(path)
+            elif to == "jsonl":
+                p.dataset.to_json(path, lines=True, force_ascii=False)
+        (scratch / "account.json").write_text(json.dumps(account, indent=2, ensure_ascii=False) + "\n")
+    return account

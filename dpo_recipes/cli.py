@@ -136,26 +136,24 @@ def crosscheck(args) -> None:
         "recipe": args.recipe or config.get("dataset_recipe"),
         "split": args.split or config.get("dataset_test_split"),
         "n_pairs": args.pairs,
+        "max_length": config.get("max_length"),
+        "truncation_mode": config.get("truncation_mode"),
     }
     data = runner.CheckData(**{key: value for key, value in given.items() if value is not None})
     results = runner.crosscheck(args.loss_type, args.policy, data, settings=settings, dtype=args.dtype)
-    extra = (
-        []
-        if args.skip_training_checks
-        else [
-            runner.check_precomputed_reference(args.policy, data),
-            runner.check_gradient_accumulation(args.policy, data),
-        ]
-    )
+    extra = [] if args.skip_training_checks else runner.training_checks(args.policy, data, args.dtype)
     print(runner.render(results))
     for row in extra:
         measured = f"{row.trl:.3g} (reference {row.reference:.7g}, tol {row.tolerance:g})"
-        print(f"{row.verdict.upper():<9} {row.quantity}: {measured}")
+        variant = f"; TRL-style value {row.variant:.3g}" if row.variant is not None else ""
+        print(f"{row.verdict.upper():<9} {row.quantity}: {measured}{variant}")
+    if any(row.verdict == "departure" for row in extra):
+        print(f"Departure {runner.paths.ACCUMULATION_DEPARTURE}")
     if args.json:
         from dpo_recipes.files import atomic_write_text
 
         atomic_write_text(args.json, runner.to_json(results, extra))
-    failed = [r.setting for r in results if not r.passed] + [row.quantity for row in extra if row.verdict != "ok"]
+    failed = [r.setting for r in results if not r.passed] + [row.quantity for row in extra if row.verdict == "MISMATCH"]
     if failed:
         raise SystemExit(f"crosscheck: unexplained differences in: {'; '.join(failed)}")
 
@@ -350,7 +348,7 @@ def _add_crosscheck_command(commands) -> None:
     check.add_argument(
         "--skip-training-checks",
         action="store_true",
-        help="skip the precomputed-reference and gradient-accumulation checks",
+        help="skip the checks of batch construction, ties, evaluate() and gradient accumulation",
     )
     check.set_defaults(func=crosscheck)
 

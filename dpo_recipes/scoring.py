@@ -27,6 +27,9 @@ class TokenLogps:
     logps: Tensor  # (N, T-1) float64: log π(token_t | tokens_<t)
     mask: Tensor  # (N, T-1) float64: 1 where token_t is a completion token
     log_sum_sq_probs: Tensor  # (N, T-1) float64: log Σ_v π(v | tokens_<t)², for WPO
+    entropy: Tensor | None = None  # (N, T-1): −Σ_v π(v) log π(v) of each next-token distribution
+    mean_logits: Tensor | None = None  # (N, T-1): the logits' mean over the vocabulary
+    is_top1: Tensor | None = None  # (N, T-1) bool: the token is the distribution's most likely one
 
     def sequence(self) -> Tensor:
         """log π(y|x): summed over completion tokens (the DPO paper's sequence log-probability)."""
@@ -40,16 +43,25 @@ class TokenLogps:
         return values.chunk(2, dim=0)
 
 
-def token_logps(model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> TokenLogps:
-    """One plain forward of ``model`` (no TRL code path): logits upcast to float64 before the log-softmax."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-    log_probs = torch.log_softmax(logits.double(), dim=-1)
+def token_logps(
+    model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor, details: bool = False
+) -> TokenLogps:
+    """One plain forward of ``model`` (no TRL code path): logits upcast to float64 before the log-softmax.
+    ``details`` adds the per-token entropy, mean logit and top-1 flag (what TRL's logged metrics average)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1].double()
+    log_probs = torch.log_softmax(logits, dim=-1)
     targets = input_ids[:, 1:]
-    return TokenLogps(
+    tokens = TokenLogps(
         logps=log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1),
         mask=completion_mask[:, 1:].double(),
         log_sum_sq_probs=torch.logsumexp(2 * log_probs, dim=-1),
     )
+    if details:
+        with torch.no_grad():
+            tokens.entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+            tokens.mean_logits = logits.mean(dim=-1)
+            tokens.is_top1 = log_probs.argmax(dim=-1) == targets
+    return tokens
 
 
 def trl_token_ids(tokenizer, prompt, completion) -> tuple[list[int], list[int]]:

@@ -349,7 +349,8 @@ def write_outputs(
     verdict = {"skipped": "--crosscheck false"}
     if script_args.crosscheck:
         setting = setting_from_config(training_args.to_dict())
-        verdict = crosscheck_in_subprocess(setting, policy_kind(model_args), f"{output_dir}/crosscheck.json")
+        lengths = {"max_length": training_args.max_length, "truncation_mode": training_args.truncation_mode}
+        verdict = crosscheck_in_subprocess(setting, policy_kind(model_args), f"{output_dir}/crosscheck.json", **lengths)
     write_model_card(output_dir, metrics, script_args, training_args, model_args, verdict)
     print("\n" + summary_paragraph(metrics, output_dir))
 

@@ -5,8 +5,8 @@ The project needs four things that TRL 1.16 and accelerate 1.x offer no public w
 - reference log-probs precomputed under a key of our choosing (`precompute_reference_logps`): TRL's own key is
   the tokenized dataset's fingerprint, which changes with every DPOConfig field (see
   `dpo_recipes.models.attach_reference_logps`);
-- the metrics of one ``compute_loss`` call, which DPOTrainer keeps in ``_metrics`` until the next log
-  (`logged_metrics`, for the cross-check);
+- the metrics of one ``compute_loss`` call, which DPOTrainer keeps in ``_metrics`` until the next log, and its
+  running token count (`logged_metrics`, `train_tokens_seen`, for the cross-check);
 - a held-out evaluation before ``train()`` that does not break data parallelism (`evaluate_before_training`).
   transformers' public ``eval_on_start`` evaluates inside ``train()``, after a resumed run has loaded its
   checkpoint: it would report the resumed policy as "before training", so it cannot replace this;
@@ -71,6 +71,11 @@ def clear_logged_metrics(trainer, mode: str = "train") -> None:
 def logged_metrics(trainer, mode: str = "train") -> dict[str, float]:
     """The latest value of every metric DPOTrainer recorded since its last log (its ``_metrics`` buffer)."""
     return {key: values[-1] for key, values in trainer._metrics[mode].items()}
+
+
+def train_tokens_seen(trainer) -> int:
+    """The running count of attended tokens DPOTrainer logs as ``num_tokens`` (its ``_total_train_tokens``)."""
+    return int(trainer._total_train_tokens)
 
 
 def evaluate_before_training(trainer) -> dict:

@@ -24,8 +24,11 @@ LAYERS = [
         "crosscheck",
         "crosscheck.logprobs",
         "crosscheck.losses",
+        "crosscheck.batches",
+        "crosscheck.scratch",
+        "crosscheck.tolerances",
     },
-    {"monitoring", "crosscheck.verify", "crosscheck.runner", "model_card", "run_eval", "merging"},
+    {"monitoring", "crosscheck.verify", "crosscheck.paths", "crosscheck.runner", "model_card", "run_eval", "merging"},
     {"train"},
     {"cli", "__main__"},
 ]

@@ -13,11 +13,11 @@ import torch
 from trl import DPOConfig, ModelConfig
 
 from dpo_recipes import embedded
+from dpo_recipes.crosscheck import paths
+from dpo_recipes.crosscheck.batches import own_batch
 from dpo_recipes.crosscheck.verify import (
     CONVENTIONS,
     DEPARTURES,
-    GRADIENT_TOLERANCE,
-    TOLERANCES,
     Result,
     Row,
     Setting,
@@ -25,7 +25,7 @@ from dpo_recipes.crosscheck.verify import (
 )
 from dpo_recipes.data import load_preference_splits
 from dpo_recipes.files import atomic_write_text
-from dpo_recipes.models import build_dpo_trainer
+from dpo_recipes.models import attach_reference_logps, build_dpo_trainer
 
 LOSS_TYPES = (
     "sigmoid",
@@ -85,8 +85,21 @@ POLICIES = {
 }
 
 
-def build_trainer(setting: Setting, policy: str, model: str, train_dataset, output_dir: str, **config):
+def build_trainer(
+    setting: Setting,
+    policy: str,
+    model: str,
+    train_dataset,
+    output_dir: str,
+    move: bool = True,
+    eval_dataset=None,
+    **config,
+):
+    """A DPOTrainer for ``setting`` on ``train_dataset``; with ``move``, its policy moved away from the reference
+    first. Reference log-probs (``precompute_ref_log_probs``) are stored after the move, so that a reference
+    computed with the adapter left on would differ from the true one."""
     model_args = ModelConfig(model_name_or_path=model, dtype=config.pop("dtype", "float32"), **POLICIES[policy])
+    precompute = config.pop("precompute_ref_log_probs", False)
     args = DPOConfig(
         output_dir=output_dir,
         report_to="none",
@@ -98,9 +111,31 @@ def build_trainer(setting: Setting, policy: str, model: str, train_dataset, outp
         **setting.dpo_config_kwargs(),
         **config,
     )
-    trainer = build_dpo_trainer(model_args, args, train_dataset)
-    _move_away_from_reference(trainer.model)
+    trainer = build_dpo_trainer(model_args, args, train_dataset, eval_dataset)
+    if move:
+        _move_away_from_reference(trainer.model)
+    if precompute:
+        attach_reference_logps(trainer)
     return trainer
+
+
+def trainer_factory(policy: str, data: CheckData, rows, output_dir: str, dtype: str):
+    """``build(setting, **changes)``: trainers for the checks, on ``rows`` and ``data``'s model and lengths."""
+
+    def build(setting: Setting, rows=rows, with_eval: bool = False, **changes):
+        lengths = {"max_length": data.max_length, "truncation_mode": data.truncation_mode}
+        return build_trainer(
+            setting,
+            policy,
+            data.model,
+            rows,
+            output_dir,
+            dtype=dtype,
+            eval_dataset=rows if with_eval else None,
+            **{**lengths, **changes},
+        )
+
+    return build
 
 
 def _move_away_from_reference(model) -> None:
@@ -124,6 +159,8 @@ class CheckData:
     recipe: str = "ultrafeedback_binarized"
     split: str = "test_prefs"
     n_pairs: int = 8
+    max_length: int | None = 1024  # TRL's default
+    truncation_mode: str = "keep_start"
 
     def pairs(self):
         """The first ``n_pairs`` kept pairs of the split (4× as many raw rows are read, to allow for drops)."""
@@ -134,9 +171,9 @@ class CheckData:
         return data.select(range(min(self.n_pairs, len(data))))
 
 
-def fixed_batch(trainer, n_pairs: int) -> dict:
-    """The first ``n_pairs`` of the trainer's (TRL-tokenized) train set, through TRL's own collator."""
-    rows = [trainer.train_dataset[i] for i in range(min(n_pairs, len(trainer.train_dataset)))]
+def fixed_batch(trainer) -> dict:
+    """Every pair of the trainer's (TRL-tokenized) train set, through TRL's own collator."""
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     return {key: value.to(trainer.accelerator.device) for key, value in trainer.data_collator(rows).items()}
 
 
@@ -157,62 +194,23 @@ def crosscheck(
     dtype: str = "float32",
 ) -> list[Result]:
     """Verify every requested setting on one fixed batch of ``data``; returns one Result per setting."""
-    pairs = data.pairs()
+    rows = data.pairs()
     results = []
     with tempfile.TemporaryDirectory() as output_dir:
+        build = trainer_factory(policy, data, rows, output_dir, dtype)
         for setting in settings or settings_for(list(loss_types)):
-            trainer = build_trainer(setting, policy, data.model, pairs, output_dir, dtype=dtype)
-            results.append(verify(trainer, setting, fixed_batch(trainer, data.n_pairs), policy))
+            trainer = build(setting)
+            own = own_batch(trainer.processing_class, rows.to_list(), data.max_length, data.truncation_mode)
+            results.append(verify(trainer, setting, fixed_batch(trainer), own, policy))
     return results
 
 
-def check_precomputed_reference(policy: str = "lora", data: CheckData = CheckData()) -> Row:
-    """precompute_ref_log_probs=True (reference log-probs stored in the dataset) gives the on-the-fly loss."""
-    pairs, model = data.pairs(), data.model
-    losses = {}
+def training_checks(policy: str = "lora", data: CheckData = CheckData(), dtype: str = "float32") -> list[Row]:
+    """Batch construction, ties, evaluate() with a precomputed reference, gradient accumulation (`paths`)."""
+    rows = data.pairs()
     with tempfile.TemporaryDirectory() as output_dir:
-        for precompute in (False, True):
-            trainer = build_trainer(Setting(), policy, model, pairs, output_dir, precompute_ref_log_probs=precompute)
-            batch = fixed_batch(trainer, data.n_pairs)
-            assert ("ref_chosen_logps" in batch) == precompute
-            losses[precompute] = trainer.compute_loss(trainer.model, batch).item()
-    rtol, atol = TOLERANCES[torch.float32]
-    ok = abs(losses[True] - losses[False]) <= atol + rtol * abs(losses[False])
-    return Row("loss, precomputed ref", losses[True], losses[False], rtol, "ok" if ok else "MISMATCH")
-
-
-def check_gradient_accumulation(policy: str = "lora", data: CheckData = CheckData()) -> Row:
-    """One SGD step of TRL's own training loop: batch n × 1 step vs batch 1 × n accumulation steps. With SGD
-    the update is lr × gradient, so equal updates mean equal accumulated gradients."""
-    pairs, model, n_pairs = data.pairs(), data.model, data.n_pairs
-    updates = {}
-    with tempfile.TemporaryDirectory() as output_dir:
-        for batch_size, accumulation in ((n_pairs, 1), (1, n_pairs)):
-            sgd = dict(optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0)
-            trainer = build_trainer(
-                Setting(),
-                policy,
-                model,
-                pairs,
-                output_dir,
-                max_steps=1,
-                gradient_accumulation_steps=accumulation,
-                per_device_train_batch_size=batch_size,
-                save_strategy="no",
-                **sgd,
-            )
-            before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-            trainer.train()
-            after = dict(trainer.model.named_parameters())
-            updates[batch_size] = torch.cat(
-                [(after[n].detach() - before[n]).flatten().double() for n in sorted(before)]
-            )
-    one_step, accumulated = updates[n_pairs], updates[1]
-    if not one_step.norm() > 0:
-        raise RuntimeError("the optimizer step changed nothing: the gradient-accumulation check would be vacuous")
-    rel = float((accumulated - one_step).norm() / one_step.norm())
-    tol = GRADIENT_TOLERANCE[torch.float32]
-    return Row(f"update {n_pairs}x1 vs 1x{n_pairs}", rel, 0.0, tol, "ok" if rel <= tol else "MISMATCH", kind="gradient")
+        build = trainer_factory(policy, data, rows, output_dir, dtype)
+        return paths.training_checks(build, rows, data.max_length, data.truncation_mode)
 
 
 def render(results: list[Result]) -> str:
@@ -252,20 +250,24 @@ def to_json(results: list[Result], extra_checks: list[Row] = ()) -> str:
                 for r in results
             ],
             "extra_checks": [asdict(row) for row in extra_checks],
-            "departures": {d.name: d.explanation for d in DEPARTURES},
+            "departures": {
+                **{d.name: d.explanation for d in DEPARTURES},
+                "accumulation_averages_micro_batches": paths.ACCUMULATION_DEPARTURE.split(": ", 1)[1],
+            },
             "conventions": list(CONVENTIONS),
         },
         indent=2,
     )
 
 
-def crosscheck_in_subprocess(setting: Setting, policy: str, json_path: str, n_pairs: int = 4) -> dict:
+def crosscheck_in_subprocess(setting: Setting, policy: str, json_path: str, n_pairs: int = 4, **lengths) -> dict:
     """The verdict for one loss setting on the embedded model and world, checked in a fresh CPU process.
 
     A separate process keeps the check away from the calling run's accelerator state and GPU; the loss
-    equations do not depend on the model, so the embedded one is enough to verify TRL's formula.
+    equations do not depend on the model, so the embedded one is enough to verify TRL's formula. ``lengths``
+    (max_length, truncation_mode) are the run's own.
     """
-    data = CheckData(n_pairs=n_pairs)
+    data = CheckData(n_pairs=n_pairs, **lengths)
     request = {"setting": setting_as_json(setting), "policy": policy, "data": asdict(data), "output": json_path}
     if os.path.exists(json_path):
         os.unlink(json_path)  # never report a previous run's verdict

@@ -1,0 +1,152 @@
+"""The paths a run takes beyond one ``compute_loss`` call, each checked through TRL's own code.
+
+- batch construction: TRL's tokenized pairs and collated batch against the independently built ones
+  (`batches`), at the configured ``max_length`` and at lengths that truncate and drop pairs, in both
+  truncation modes;
+- ties: when the policy is the reference every reward is 0, and the reward accuracy must be 0 (strict ">");
+- ``evaluate()`` with reference log-probs precomputed and stored against computed on the fly, after the policy
+  has moved away from the reference (a reference computed with the adapter left on shows only then);
+- gradient accumulation through TRL's training loop, for several loss types, with equal and unequal
+  micro-batches.
+
+Each returns `Row`s with a verdict, as `verify` does for the loss.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from dpo_recipes import trl_internals
+from dpo_recipes.crosscheck.batches import batch_differences, own_batch
+from dpo_recipes.crosscheck.tolerances import close, gradient_statistics, gradients_agree, tolerance_for
+from dpo_recipes.crosscheck.verify import Row, Setting
+
+TIMINGS = ("_runtime", "_per_second", "_time")  # eval metrics that measure the clock, not the model
+ACCUMULATION_LOSSES = ("sigmoid", "ipo", "hinge")
+ACCUMULATION_DEPARTURE = (
+    "accumulation_averages_micro_batches: with micro-batches of unequal size, transformers divides each "
+    "micro-batch's mean loss by the number of micro-batches (DPOTrainer does not take num_items_in_batch), so "
+    "the accumulated gradient is the mean of micro-batch means, not the mean over all pairs: the pairs of a "
+    "short last micro-batch weigh more."
+)
+
+
+def _batch_row(trainer, rows: list[dict], label: str) -> Row:
+    args, tokenizer = trainer.args, trainer.processing_class
+    own = own_batch(tokenizer, rows, args.max_length, args.truncation_mode)
+    kept = len(trainer.train_dataset)
+    if kept != len(own.kept):
+        return Row(f"batch {label}: pairs kept", kept, len(own.kept), 0.0, "MISMATCH")
+    if not own.kept:
+        return Row(f"batch {label}: pairs kept", 0, 0, 0.0)
+    collated = trainer.data_collator([trainer.train_dataset[i] for i in range(kept)])
+    differing = batch_differences(collated, own, tokenizer.pad_token_id)
+    verdict = "ok" if not any(differing.values()) else "MISMATCH"
+    label += f", {own.truncated} truncated, {len(rows) - kept} dropped"
+    return Row(f"batch {label}: sequences differing", sum(differing.values()), 0.0, 0.0, verdict)
+
+
+def check_batch_construction(build, rows: list[dict], max_length: int | None, truncation_mode: str) -> list[Row]:
+    """TRL's batch against the independent one: at the run's own settings, then at a length that truncates
+    half the sequences (both modes) and one that leaves some prompts no room (keep_start drops those pairs)."""
+    tokenizer = build(Setting(), max_length=max_length, truncation_mode=truncation_mode).processing_class
+    lengths = own_batch(tokenizer, rows, None)
+    full = sorted(len(s.ids) for s in lengths.sequences)
+    prompts = sorted(s.completion.index(1) for s in lengths.sequences)
+    cases = [(max_length, truncation_mode), (statistics.median_low(full), "keep_start")]
+    cases += [(statistics.median_low(full), "keep_end"), (prompts[len(prompts) * 3 // 4], "keep_start")]
+    rows_out = []
+    for length, mode in dict.fromkeys(cases):
+        trainer = build(Setting(), max_length=length, truncation_mode=mode, move=False)
+        rows_out.append(_batch_row(trainer, rows, f"max_length={length} {mode}"))
+    return rows_out
+
+
+def check_ties(build) -> Row:
+    """The policy before any step is the reference: every reward is exactly 0, so the accuracy TRL logs must be
+    0 (the paper's accuracy counts r_chosen > r_rejected), not 1 or ½."""
+    trainer = build(Setting(), move=False)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    trainer.model.train()  # TRL logs a training step's metrics under "train"
+    trl_internals.clear_logged_metrics(trainer)
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, {k: v.to(trainer.accelerator.device) for k, v in batch.items()})
+    accuracy = trl_internals.logged_metrics(trainer)["rewards/accuracies"]
+    return Row("ties: rewards/accuracies", accuracy, 0.0, 0.0, "ok" if accuracy == 0.0 else "MISMATCH")
+
+
+def check_precomputed_reference(build) -> Row:
+    """``evaluate()`` with stored reference log-probs (``precompute_ref_log_probs``) equals ``evaluate()`` with the
+    reference computed on the fly, after the policy has moved: every eval metric."""
+    results = {}
+    for precompute in (False, True):
+        trainer = build(Setting(), precompute_ref_log_probs=precompute, with_eval=True)
+        metrics = trainer.evaluate()
+        results[precompute] = {k: v for k, v in metrics.items() if not k.endswith(TIMINGS)}
+    tolerance = tolerance_for(trainer.model)
+    stored, computed = results[True], results[False]
+    worst = max(computed, key=lambda k: abs(stored[k] - computed[k]) - tolerance.rtol * abs(computed[k]))
+    ok = all(close(stored[k], computed[k], tolerance) for k in computed)
+    verdict = "ok" if ok else "MISMATCH"
+    return Row(f"evaluate(), precomputed ref ({worst})", stored[worst], computed[worst], tolerance.rtol, verdict)
+
+
+def _sgd_update(build, setting: Setting, rows, batch_size: int, accumulation: int) -> dict[str, torch.Tensor]:
+    """The parameter update of one SGD step (learning rate 1) through TRL's training loop, pairs in order."""
+    sgd = dict(optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0, max_steps=1)
+    trainer = build(
+        setting,
+        rows=rows,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        train_sampling_strategy="sequential",
+        save_strategy="no",
+        **sgd,
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    return {"update": torch.cat([(after[n].detach() - before[n]).flatten().double() for n in sorted(before)])}
+
+
+def check_gradient_accumulation(build, rows) -> list[Row]:
+    """One step over all pairs against the same step accumulated over micro-batches: single pairs (equal
+    micro-batches: must match) and micro-batches of 3 (unequal when the pairs do not divide by 3: matched
+    against the full batch, or against the mean of micro-batch updates, `ACCUMULATION_DEPARTURE`). Updates are
+    compared as gradients are (`tolerances`)."""
+    n, out = len(rows), []
+    for loss_type in ACCUMULATION_LOSSES:
+        setting = Setting((loss_type,))
+        whole = _sgd_update(build, setting, rows, n, 1)
+        if not whole["update"].norm() > 0:
+            raise RuntimeError("the optimizer step changed nothing: the gradient-accumulation check would be vacuous")
+        tolerance = tolerance_for(build(setting, move=False).model)
+        for size in (1, 3):
+            accumulated = _sgd_update(build, setting, rows, size, -(-n // size))
+            ratio, direction = gradient_statistics(accumulated, whole)
+            row = Row(f"{loss_type}: {n}x1 vs micro-batches of {size} (norm ratio)", ratio, 1.0, tolerance.grad_norm)
+            row.kind = "gradient"
+            row.verdict = "ok" if gradients_agree((ratio, direction), tolerance) else "MISMATCH"
+            if row.verdict == "MISMATCH" and n % size:
+                parts = [
+                    _sgd_update(build, setting, rows.select(range(i, min(i + size, n))), min(size, n - i), 1)
+                    for i in range(0, n, size)
+                ]
+                variant = {"update": torch.stack([part["update"] for part in parts]).mean(dim=0)}
+                statistics = gradient_statistics(accumulated, variant)
+                row.variant = statistics[0]
+                row.verdict = "departure" if gradients_agree(statistics, tolerance) else "MISMATCH"
+            out.append(row)
+    return out
+
+
+def training_checks(build, rows, max_length: int | None, truncation_mode: str) -> list[Row]:
+    """Every check above, for trainers made by ``build`` (see `runner.trainer_factory`) on ``rows``."""
+    return [
+        *check_batch_construction(build, rows, max_length, truncation_mode),
+        check_ties(build),
+        check_precomputed_reference(build),
+        *check_gradient_accumulation(build, rows),
+    ]

@@ -1,0 +1,51 @@
+"""The from-scratch side's forward passes and TRL's logged metrics, on the batch built in `batches`.
+
+Every sequence goes through the model alone, unpadded, so nothing about padding or the batch layout can make the
+two sides agree by accident; the per-token views are then laid side by side (chosen sequences first, as TRL
+does), padded with zeros that the completion mask leaves out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dpo_recipes.crosscheck.batches import OwnBatch
+from dpo_recipes.scoring import TokenLogps, token_logps
+
+
+def _pad(parts: list[Tensor], width: int, value=0) -> Tensor:
+    return torch.cat([torch.nn.functional.pad(part, (0, width - part.shape[1]), value=value) for part in parts])
+
+
+def sequence_token_logps(model, own: OwnBatch, details: bool = False) -> TokenLogps:
+    """`token_logps` of every sequence of ``own``, each in its own forward pass."""
+    device = next(model.parameters()).device
+    parts = []
+    for sequence in own.sequences:
+        ids = torch.tensor([sequence.ids], device=device)
+        completion = torch.tensor([sequence.completion], device=device)
+        parts.append(token_logps(model, ids, torch.ones_like(ids), completion, details=details))
+    width = max(part.logps.shape[1] for part in parts)
+    stacked = {
+        name: _pad([getattr(part, name) for part in parts], width, False if name == "is_top1" else 0)
+        for name in ("logps", "mask", "log_sum_sq_probs", *(("entropy", "mean_logits", "is_top1") if details else ()))
+    }
+    return TokenLogps(**stacked)
+
+
+def token_metrics(tokens: TokenLogps, own: OwnBatch, tokens_before: int) -> dict[str, float]:
+    """TRL's logged token metrics, from their definitions: entropy over all completion tokens; mean logit over
+    chosen and over rejected completion tokens; the share of chosen completion tokens that are the model's top
+    choice; and the running count of attended tokens."""
+    mask = tokens.mask
+    chosen_mask, rejected_mask = tokens.halves(mask)
+    chosen_logits, rejected_logits = tokens.halves(tokens.mean_logits)
+    chosen_top1, _ = tokens.halves(tokens.is_top1.double())
+    return {
+        "entropy": float((tokens.entropy * mask).sum() / mask.sum()),
+        "logits/chosen": float((chosen_logits * chosen_mask).sum() / chosen_mask.sum()),
+        "logits/rejected": float((rejected_logits * rejected_mask).sum() / rejected_mask.sum()),
+        "mean_token_accuracy": float((chosen_top1 * chosen_mask).sum() / chosen_mask.sum()),
+        "num_tokens": float(tokens_before + sum(len(sequence.ids) for sequence in own.sequences)),
+    }

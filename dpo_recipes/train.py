@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from dpo_recipes.models import build_dpo_trainer, policy_kind
 from dpo_recipes.monitoring import LikelihoodDisplacementMonitor
 from dpo_recipes.preflight import check_data, check_run, evaluates_on_train_rows, recipe_options
 from dpo_recipes.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
+from dpo_recipes.retired_options import check_removed, ignored_warnings
 from dpo_recipes.run_record import RunRecord
 from dpo_recipes.runtime import configure_threads, stop_with_launcher
 
@@ -255,6 +257,8 @@ def save_final_model(trainer, output_dir: str) -> None:
 
 
 def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
+    for warning in ignored_warnings(training_args):
+        logger.warning(warning)
     name_run(script_args, training_args, model_args)
     tokenizer = check_run(script_args, training_args, model_args)  # seconds, before any weights or data load
     with output_dir_lock(training_args.output_dir):
@@ -371,6 +375,7 @@ def run_from_command_line(argv: list[str] | None = None, prog: str | None = None
     stop_with_launcher()
     parser = make_parser(prog=prog) if prog else make_parser()
     try:
+        check_removed(sys.argv[1:] if argv is None else argv)
         return main(*parser.parse_args_and_config(argv))
     except (RecipeError, ConfigError) as error:
         raise SystemExit(f"{parser.prog}: error: {error}") from error

@@ -384,3 +384,27 @@ def test_a_chat_template_that_refuses_an_empty_turn_does_not_break_preflight(tin
     strict.chat_template = "{% if messages[0]['content'] == '' %}{{ raise_exception('empty turn') }}{% endif %}x"
     assert _shortest_pair(strict, conversational=True) == 2
     assert _shortest_pair(tiny_tokenizer, conversational=True) > 2
+
+
+def test_options_removed_from_trl_name_their_replacement(tmp_path):
+    config = tmp_path / "old.yaml"
+    config.write_text(Path(TINY).read_text() + "rpo_alpha: 0.5\nmax_prompt_length: 128\n")
+    with pytest.raises(
+        SystemExit,
+        match=r"removed in TRL 1\.16: max_prompt_length → use max_length .*; rpo_alpha → "
+        r"use loss_type: \[sigmoid, sft\] with loss_weights",
+    ):
+        run_from_command_line(["--config", str(config), "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="generate_during_eval → use `dpo-recipes evaluate RUN_DIR`"):
+        run_from_command_line(["--config", TINY, "--generate_during_eval=true"])
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+def test_options_the_installed_trl_ignores_are_warned_about():
+    from dpo_recipes.retired_options import ignored_warnings
+
+    _, training_args, _ = make_parser().parse_args_and_config(["--config", TINY, "--padding_free", "true"])
+    (warning,) = ignored_warnings(training_args)
+    assert warning.startswith("padding_free=true does nothing here: TRL 1.16 disables padding_free")
+    _, plain, _ = make_parser().parse_args_and_config(["--config", TINY])
+    assert ignored_warnings(plain) == []

@@ -27,12 +27,16 @@ VARIANTS = {
     "recipe, cached reference": {"precompute_ref_log_probs": True},
     "recipe, length grouping": {"train_sampling_strategy": "group_by_length"},
     "recipe, speed options on": {"precompute_ref_log_probs": True, "train_sampling_strategy": "group_by_length"},
+    "recipe, packed": {"pack_sequences": True},
+    "recipe, packed + cached reference": {"pack_sequences": True, "precompute_ref_log_probs": True},
 }
 
 
 def build(variant: str, path: str, data, output_dir: str, batch: int, epochs: int, max_length: int, beta=0.1):
     """(trainer, its step clock, seconds to build it) for one variant."""
     clock = common.StepClock()
+    settings = dict(VARIANTS[variant])
+    pack = settings.pop("pack_sequences", False)
     args = DPOConfig(
         output_dir=output_dir,
         per_device_train_batch_size=batch,
@@ -45,14 +49,14 @@ def build(variant: str, path: str, data, output_dir: str, batch: int, epochs: in
         logging_steps=10**6,
         seed=0,
         beta=beta,
-        **VARIANTS[variant],
+        **settings,
     )
     started = time.perf_counter()
     if variant == "trl":
         trainer = DPOTrainer(model=path, args=args, train_dataset=data, callbacks=[clock])
     else:
         trainer = build_dpo_trainer(
-            ModelConfig(model_name_or_path=path, dtype="float32"), args, data, callbacks=[clock]
+            ModelConfig(model_name_or_path=path, dtype="float32"), args, data, pack_sequences=pack, callbacks=[clock]
         )
     return trainer, clock, time.perf_counter() - started
 

@@ -15,6 +15,7 @@ from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config, get_quantiz
 from trl.trainer.utils import hash_module
 
 from dpo_recipes import embedded, trl_internals
+from dpo_recipes.packing import pack_trainer
 
 
 def model_init_kwargs(model_args: ModelConfig, training_args: DPOConfig) -> dict:
@@ -88,6 +89,7 @@ def build_dpo_trainer(
     training_args: DPOConfig,
     train_dataset: Dataset,
     eval_dataset: Dataset | None = None,
+    pack_sequences: bool = False,
     **trainer_kwargs,
 ) -> DPOTrainer:
     """A DPOTrainer over ``model_args.model_name_or_path`` (hub id, local path or embedded name).
@@ -96,8 +98,8 @@ def build_dpo_trainer(
     padding; the order stays seeded). The length column must reach the sampler, so unused columns are kept
     (TRL's collator reads only the token columns it needs). With ``precompute_ref_log_probs`` the train set's
     reference log-probs come from a cache that survives changes of β and other settings that cannot change
-    them (``attach_reference_logps``). The trainer works on a copy of ``training_args``; the caller's is left
-    as given.
+    them (``attach_reference_logps``). With ``pack_sequences`` every forward is padding-free
+    (`dpo_recipes.packing`). The trainer works on a copy of ``training_args``; the caller's is left as given.
     """
     grouped = training_args.train_sampling_strategy == "group_by_length"
     args = trl_internals.trainer_config(
@@ -115,6 +117,8 @@ def build_dpo_trainer(
         peft_config=get_peft_config(model_args),
         **trainer_kwargs,
     )
+    if pack_sequences:
+        pack_trainer(trainer)
     if training_args.precompute_ref_log_probs:
         attach_reference_logps(trainer)
     if grouped and isinstance(trainer.train_dataset, Dataset):

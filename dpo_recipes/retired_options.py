@@ -35,7 +35,8 @@ REMOVED = {
     "base_model_attribute_name": "nothing",
 }
 IGNORED = {
-    "padding_free": "TRL 1.16 disables padding_free for DPO and pads anyway (it says it will return); set it false",
+    "padding_free": "TRL 1.16 disables padding_free for DPO and pads anyway; pack_sequences: true is this "
+    "project's padding-free DPO",
     "use_liger_kernel": "deprecated in TRL 1.16, and its fused linear cross-entropy is switched off for DPO",
 }
 

@@ -121,6 +121,15 @@ class RecipeArguments(ScriptArguments):
         },
     )
     max_new_tokens: int = field(default=48, metadata={"help": "Length limit of each answer in the win-rate eval."})
+    pack_sequences: bool = field(
+        default=False,
+        metadata={
+            "help": "Padding-free DPO: the chosen and rejected sequences of a batch go through the model as "
+            "one row of real tokens, position ids restarting at each sequence (TRL 1.16 disables its own "
+            "padding_free for DPO). Same loss and gradients as padded (the cross-check verifies it), no "
+            "compute spent on padding."
+        },
+    )
     crosscheck: bool = field(
         default=True,
         metadata={
@@ -309,7 +318,7 @@ def build_trainer(script_args: RecipeArguments, training_args: DPOConfig, model_
     counted in their split's account."""
     train, test = splits["train"].dataset, splits["test"].dataset
     scored = test.select(range(min(script_args.eval_pairs, len(test)))) if script_args.eval_pairs else test
-    trainer = build_dpo_trainer(model_args, training_args, train, scored)
+    trainer = build_dpo_trainer(model_args, training_args, train, scored, pack_sequences=script_args.pack_sequences)
     count_trl_drops(splits, {"train": train, "test": scored}, trainer)
     if evaluates_on_train_rows(script_args):
         splits["test"].note = "NOT held out: the same rows as the train split (allow_eval_on_train)"

@@ -1,9 +1,11 @@
 """The recipe's speed options: TRL's reference log-prob cache is reused across runs and β, and invalidated by any
-change that alters the log-probs; length grouping keeps pairs whole, pads less and is deterministic."""
+change that alters the log-probs; length grouping keeps pairs whole, pads less and is deterministic; packed
+(padding-free) training follows the padded run step for step."""
 
 import uuid
 
 import pytest
+import torch
 from transformers import set_seed
 from trl import DPOConfig, DPOTrainer, ModelConfig
 
@@ -33,7 +35,7 @@ def pairs(tiny_sft_path):
     return data.select(range(96)).map(mark)
 
 
-def _trainer(tmp_path, pairs, **settings):
+def _trainer(tmp_path, pairs, pack_sequences=False, **settings):
     args = DPOConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=8,
@@ -43,7 +45,7 @@ def _trainer(tmp_path, pairs, **settings):
         save_strategy="no",
         **settings,
     )
-    return build_dpo_trainer(MODEL, args, pairs)
+    return build_dpo_trainer(MODEL, args, pairs, pack_sequences=pack_sequences)
 
 
 @pytest.fixture
@@ -113,3 +115,24 @@ def test_length_grouping_pads_less_keeps_pairs_whole_and_is_deterministic(tmp_pa
     assert sum(batch.shape[0] for batch in batches) == 2 * len(pairs)  # every pair once, both halves together
     again = _trainer(tmp_path, pairs, train_sampling_strategy="group_by_length")
     assert all(a.equal(b) for a, b in zip(batches, _batches(again), strict=True))
+
+
+def test_packed_training_follows_the_padded_run_step_for_step(tmp_path, pairs):
+    runs = {}
+    for packed in (False, True):
+        set_seed(0)
+        trainer = _trainer(
+            tmp_path / str(packed),
+            pairs,
+            pack_sequences=packed,
+            max_steps=4,
+            logging_steps=1,
+            precompute_ref_log_probs=True,
+        )
+        trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        runs[packed] = (losses, weights)
+    assert len(runs[True][0]) == 4 and runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
+    for name, weight in runs[False][1].items():
+        assert torch.allclose(runs[True][1][name], weight, rtol=1e-5, atol=1e-7), name

@@ -20,8 +20,16 @@ import torch
 
 from dpo_recipes import trl_internals
 from dpo_recipes.crosscheck.batches import batch_differences, own_batch
-from dpo_recipes.crosscheck.tolerances import close, gradient_statistics, gradients_agree, tolerance_for
-from dpo_recipes.crosscheck.verify import Row, Setting
+from dpo_recipes.crosscheck.tolerances import (
+    PACKED_FLOAT32,
+    close,
+    close_loss,
+    gradient_statistics,
+    gradients_agree,
+    tolerance_for,
+)
+from dpo_recipes.crosscheck.verify import Row, Setting, trainable_gradients
+from dpo_recipes.packing import pack_trainer
 
 TIMINGS = ("_runtime", "_per_second", "_time")  # eval metrics that measure the clock, not the model
 ACCUMULATION_LOSSES = ("sigmoid", "ipo", "hinge")
@@ -142,6 +150,51 @@ def check_gradient_accumulation(build, rows) -> list[Row]:
     return out
 
 
+PACKING_SETTINGS = (Setting(), Setting(("ipo",)), Setting(ld_alpha=0.5), Setting(use_weighting=True))
+
+
+def _loss_metrics_gradient(trainer) -> tuple[float, dict, dict]:
+    """One training-mode ``compute_loss`` and backward over the trainer's whole train set (TRL's collator)."""
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    trainer.model.train()
+    trainer.model.zero_grad(set_to_none=True)
+    trl_internals.clear_logged_metrics(trainer)
+    loss = trainer.compute_loss(trainer.model, {k: v.to(trainer.accelerator.device) for k, v in batch.items()})
+    loss.backward()
+    return loss.item(), trl_internals.logged_metrics(trainer), trainable_gradients(trainer.model)
+
+
+def _same(a: tuple, b: tuple, tolerance) -> bool:
+    loss_a, metrics_a, grads_a = a
+    loss_b, metrics_b, grads_b = b
+    values = all(close(metrics_a[key], metrics_b[key], tolerance) for key in metrics_b)
+    gradients = gradients_agree(gradient_statistics(grads_a, grads_b), tolerance)
+    return close_loss(loss_a, loss_b, tolerance) and values and gradients
+
+
+def check_packing(build) -> list[Row]:
+    """Packed (`dpo_recipes.packing`) against padded: loss, every logged metric and the gradient, for losses
+    that read the sequence sums, per-token positions (LD-DPO) and per-token distributions (WPO); and a negative
+    control, packing without restarting the positions (no document mask), which must be reported."""
+    rows = []
+    for setting in PACKING_SETTINGS:
+        padded_trainer, packed_trainer = build(setting), build(setting)
+        pack_trainer(packed_trainer)
+        tolerance = tolerance_for(padded_trainer.model)
+        tolerance = PACKED_FLOAT32 if tolerance.name == "float32" else tolerance
+        padded, packed = _loss_metrics_gradient(padded_trainer), _loss_metrics_gradient(packed_trainer)
+        verdict = "ok" if _same(packed, padded, tolerance) else "MISMATCH"
+        rows.append(Row(f"packed vs padded: {setting.name}", packed[0], padded[0], tolerance.loss_rtol, verdict))
+    control = build(Setting())
+    pack_trainer(control, reset_positions=False)
+    unmasked, padded = _loss_metrics_gradient(control), _loss_metrics_gradient(build(Setting()))
+    verdict = "MISMATCH" if _same(unmasked, padded, tolerance) else "ok"  # a control that passes proves nothing
+    rows.append(
+        Row("packed negative control: positions not reset", unmasked[0], padded[0], tolerance.loss_rtol, verdict)
+    )
+    return rows
+
+
 def training_checks(build, rows, max_length: int | None, truncation_mode: str) -> list[Row]:
     """Every check above, for trainers made by ``build`` (see `runner.trainer_factory`) on ``rows``."""
     return [
@@ -149,4 +202,5 @@ def training_checks(build, rows, max_length: int | None, truncation_mode: str) -
         check_ties(build),
         check_precomputed_reference(build),
         *check_gradient_accumulation(build, rows),
+        *check_packing(build),
     ]

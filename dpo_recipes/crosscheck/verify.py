@@ -200,7 +200,7 @@ def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _gradients(model) -> dict[str, torch.Tensor]:
+def trainable_gradients(model) -> dict[str, torch.Tensor]:
     return {name: p.grad.detach().double().clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
@@ -258,7 +258,7 @@ def verify(trainer, setting: Setting, trl_batch: dict, own: OwnBatch, policy_nam
     tokens_before = trl_internals.train_tokens_seen(trainer)
     trl_loss = trainer.compute_loss(model, trl_batch)
     trl_loss.backward()
-    trl_grads, trl_metrics = _gradients(model), trl_internals.logged_metrics(trainer)
+    trl_grads, trl_metrics = trainable_gradients(model), trl_internals.logged_metrics(trainer)
 
     with torch.no_grad(), as_reference(trainer.accelerator.unwrap_model(model), trainer.ref_model) as ref_model:
         ref_tokens = sequence_token_logps(ref_model, own)
@@ -270,7 +270,7 @@ def verify(trainer, setting: Setting, trl_batch: dict, own: OwnBatch, policy_nam
         loss, metrics, per_pair = reference_loss(setting, policy_tokens, ref_tokens, departures)
         loss.backward()
         metrics.update(token_metrics(policy_tokens, own, tokens_before))
-        candidates[departures] = (loss.item(), metrics, _gradients(model), per_pair)
+        candidates[departures] = (loss.item(), metrics, trainable_gradients(model), per_pair)
 
     dtype = model.get_input_embeddings().weight.dtype
     result = Result(setting.name, policy_name, f"{_name(dtype)}, gradient {_name(grad_dtype)}; {tolerance.name}")

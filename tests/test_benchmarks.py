@@ -33,6 +33,8 @@ def test_benchmark_suite_quick_run_writes_table_json_and_chart(tmp_path, tiny_sf
         "recipe, cached reference",
         "recipe, length grouping",
         "recipe, speed options on",
+        "recipe, packed",
+        "recipe, packed + cached reference",
     }
     assert all(seconds > 0 for seconds in varied.values())
     assert set(results["memory"]) == {"full", "lora", "qlora"}

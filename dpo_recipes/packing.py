@@ -1,14 +1,17 @@
 """Padding-free (packed) DPO on TRL 1.16, which disables its own ``padding_free`` for DPO.
 
 TRL's collator, loss, log-probs and metrics stay as they are. Only the model's forward changes: the padded
-batch TRL hands it (chosen sequences, then rejected, right-padded) is packed into one row of real tokens, with
+batch TRL hands it (chosen sequences, then rejected, right-padded) is packed into rows of real tokens, with
 ``position_ids`` restarting at every sequence. transformers builds a block-causal mask from such position ids
 (document masking: no token attends across a sequence boundary; flash-attention's varlen kernels read the same
 information on a GPU), so each sequence is computed as if it were alone. The per-token outputs of TRL's fused LM
 head (log-probs, entropy, mean logits, top-1 flags) are then laid back out in the padded shape TRL expects.
 `dpo_recipes.crosscheck.paths.check_packing` verifies packed against padded for loss, metrics and gradients.
 
-The saving is every padding token: on long-tailed lengths most of a padded batch is padding.
+Rows hold at most ``row_tokens`` tokens (default: the padded batch's width, so no row is longer than the
+longest sequence): attention over a row costs its length squared where no variable-length kernel skips the
+masked blocks (sdpa on a CPU). The saving is every padding token: on long-tailed lengths most of a padded batch
+is padding.
 """
 
 from __future__ import annotations
@@ -18,37 +21,65 @@ import types
 import torch
 
 
-def _unpack(values: torch.Tensor | None, starts: list[int], lengths: list[int], width: int):
-    """Per-token values of the packed row (1, L − 1) back to the padded layout (N, width)."""
+def _unpack(values: torch.Tensor | None, places: list[tuple[int, int]], lengths: list[int], width: int):
+    """Per-token values of the packed rows (R, W − 1) back to the padded layout (N, width)."""
     if values is None:
         return None
     rows = []
-    for start, length in zip(starts, lengths, strict=True):
-        row = values[0, start : start + length - 1]  # sequence tokens 1..n−1, predicted from positions 0..n−2
-        rows.append(torch.nn.functional.pad(row, (0, width - row.shape[0])))
+    for (row, start), length in zip(places, lengths, strict=True):
+        part = values[row, start : start + length - 1]  # sequence tokens 1..n−1, predicted from positions 0..n−2
+        rows.append(torch.nn.functional.pad(part, (0, width - part.shape[0])))
     return torch.stack(rows)
 
 
-def packed_inputs(input_ids, attention_mask, labels, reset_positions: bool = True) -> dict:
-    """One row of the real tokens of a right-padded batch, with ``position_ids`` restarting at every sequence.
-    The first token of each sequence gets no label: in the packed row it would be predicted from the previous
-    sequence's last token. ``reset_positions=False`` is the cross-check's negative control (no document mask)."""
-    keep = attention_mask.bool()
-    lengths = keep.sum(dim=1).tolist()
-    starts = [sum(lengths[:i]) for i in range(len(lengths))]
-    positions = [torch.arange(n, device=input_ids.device) for n in lengths]
-    packed_labels = labels[keep].clone()
-    packed_labels[starts] = -100
-    position_ids = torch.cat(positions) if reset_positions else torch.arange(sum(lengths), device=input_ids.device)
+def bins(lengths: list[int], capacity: int) -> list[tuple[int, int]]:
+    """(row, offset) of every sequence: first-fit decreasing into rows of ``capacity`` tokens.
+
+    >>> bins([5, 3, 2, 4], 8)
+    [(0, 0), (0, 5), (1, 4), (1, 0)]
+    """
+    used: list[int] = []
+    places: list[tuple[int, int]] = [(0, 0)] * len(lengths)
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((r for r, filled in enumerate(used) if filled + lengths[i] <= capacity), len(used))
+        if row == len(used):
+            used.append(0)
+        places[i] = (row, used[row])
+        used[row] += lengths[i]
+    return places
+
+
+def packed_inputs(input_ids, attention_mask, labels, reset_positions: bool = True, row_tokens: int | None = None):
+    """The real tokens of a right-padded batch, packed into as few rows of ``row_tokens`` (default: the batch's
+    width) as hold them (first-fit decreasing), ``position_ids`` restarting at every sequence. The first token of
+    each sequence gets no label: in a packed row it would be predicted from the previous sequence's last token.
+    ``reset_positions=False`` is the cross-check's negative control (positions run on: no document mask)."""
+    lengths = attention_mask.sum(dim=1).tolist()
+    places = bins(lengths, max(input_ids.shape[1], row_tokens or 0))
+    rows = max(row for row, _ in places) + 1
+    filled = [sum(n for (r, _), n in zip(places, lengths, strict=True) if r == row) for row in range(rows)]
+    width = max(filled)
+    device = input_ids.device
+    packed_ids = torch.zeros((rows, width), dtype=input_ids.dtype, device=device)  # the tail of a row: any id
+    packed_labels = torch.full((rows, width), -100, dtype=labels.dtype, device=device)
+    positions = torch.arange(width, device=device).repeat(rows, 1)  # the tail of a row: a document of its own
+    for i, ((row, start), length) in enumerate(zip(places, lengths, strict=True)):
+        packed_ids[row, start : start + length] = input_ids[i, :length]
+        packed_labels[row, start + 1 : start + length] = labels[i, 1:length]
+        if reset_positions:
+            positions[row, start : start + length] = torch.arange(length, device=device)
+    if reset_positions:
+        for row, used in enumerate(filled):
+            positions[row, used:] = torch.arange(width - used, device=device)
     return {
-        "input_ids": input_ids[keep].unsqueeze(0),
-        "position_ids": position_ids.unsqueeze(0),
-        "labels": packed_labels.unsqueeze(0),
-        "layout": (starts, lengths, input_ids.shape[1] - 1),
+        "input_ids": packed_ids,
+        "position_ids": positions,
+        "labels": packed_labels,
+        "layout": (places, lengths, input_ids.shape[1] - 1),
     }
 
 
-def pack_forward(model, reset_positions: bool = True) -> None:
+def pack_forward(model, reset_positions: bool = True, row_tokens: int | None = None) -> None:
     """Make ``model`` (carrying TRL's fused LM head) pack every padded fused-head call into one row."""
     fused = model.forward
 
@@ -62,20 +93,20 @@ def pack_forward(model, reset_positions: bool = True) -> None:
                 fused_lm_head=fused_lm_head,
                 **kwargs,
             )
-        packed = packed_inputs(input_ids, attention_mask, labels, reset_positions)
-        starts, lengths, width = packed.pop("layout")
+        packed = packed_inputs(input_ids, attention_mask, labels, reset_positions, row_tokens)
+        places, lengths, width = packed.pop("layout")
         output = fused(**packed, fused_lm_head=True, **kwargs)
         fields = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1", "label_mask")
         for name in fields:
-            setattr(output, name, _unpack(getattr(output, name), starts, lengths, width))
+            setattr(output, name, _unpack(getattr(output, name), places, lengths, width))
         return output
 
     model.forward = types.MethodType(forward, model)
 
 
-def pack_trainer(trainer, reset_positions: bool = True) -> None:
+def pack_trainer(trainer, reset_positions: bool = True, row_tokens: int | None = None) -> None:
     """Packed forwards for the policy and, where there is one, the separate reference model."""
     model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
-    pack_forward(model, reset_positions)
+    pack_forward(model, reset_positions, row_tokens)
     if trainer.ref_model is not None:
-        pack_forward(trainer.ref_model, reset_positions)
+        pack_forward(trainer.ref_model, reset_positions, row_tokens)

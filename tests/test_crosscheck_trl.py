@@ -73,7 +73,7 @@ def test_training_paths_agree_on_unmodified_trl(tiny_sft_path, policy, dtype):
     ]
     assert len(truncating) >= 3  # the batch check reached max_length, in both modes, and dropped pairs
     packing = [row for quantity, row in rows.items() if quantity.startswith("packed vs padded")]
-    assert len(packing) == 4 and rows["packed negative control: positions not reset"].verdict == "ok"
+    assert len(packing) == 5 and rows["packed negative control: positions not reset"].verdict == "ok"
     for loss_type in ("sigmoid", "ipo", "hinge"):  # equal micro-batches match; 8 pairs in micro-batches of 3 do not
         assert rows[f"{loss_type}: 8x1 vs micro-batches of 1"].verdict == "ok"
         assert rows[f"{loss_type}: 8x1 vs micro-batches of 3"].verdict == "departure"
@@ -90,7 +90,7 @@ def test_cli_writes_json_and_fails_on_an_unexplained_difference(tiny_sft_path, t
     )
     report = json.loads(out.read_text())
     assert [r["setting"] for r in report["results"]] == ["ipo", "sigmoid"]
-    assert all(r["passed"] for r in report["results"]) and len(report["extra_checks"]) == 17
+    assert all(r["passed"] for r in report["results"]) and len(report["extra_checks"]) == 18
 
     monkeypatch.setattr(losses, "apo_zero", lambda c, r, beta: 1 - torch.sigmoid(beta * c))
     with pytest.raises(SystemExit, match="unexplained differences in: apo_zero"):

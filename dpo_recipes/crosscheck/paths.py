@@ -172,21 +172,28 @@ def _same(a: tuple, b: tuple, tolerance) -> bool:
     return close_loss(loss_a, loss_b, tolerance) and values and gradients
 
 
+ONE_ROW = 10**6  # row_tokens that put a whole batch in one row: every sequence shares it with others
+
+
 def check_packing(build) -> list[Row]:
     """Packed (`dpo_recipes.packing`) against padded: loss, every logged metric and the gradient, for losses
-    that read the sequence sums, per-token positions (LD-DPO) and per-token distributions (WPO); and a negative
-    control, packing without restarting the positions (no document mask), which must be reported."""
+    that read the sequence sums, per-token positions (LD-DPO) and per-token distributions (WPO), in rows of the
+    batch's width (the default) and with the whole batch in one row (so that every sequence shares its row and
+    the document mask is exercised); and a negative control, one row without restarting the positions, which
+    must be reported."""
     rows = []
-    for setting in PACKING_SETTINGS:
+    cases = [(setting, None) for setting in PACKING_SETTINGS] + [(Setting(), ONE_ROW)]
+    for setting, row_tokens in cases:
         padded_trainer, packed_trainer = build(setting), build(setting)
-        pack_trainer(packed_trainer)
+        pack_trainer(packed_trainer, row_tokens=row_tokens)
         tolerance = tolerance_for(padded_trainer.model)
         tolerance = PACKED_FLOAT32 if tolerance.name == "float32" else tolerance
         padded, packed = _loss_metrics_gradient(padded_trainer), _loss_metrics_gradient(packed_trainer)
         verdict = "ok" if _same(packed, padded, tolerance) else "MISMATCH"
-        rows.append(Row(f"packed vs padded: {setting.name}", packed[0], padded[0], tolerance.loss_rtol, verdict))
+        label = f"packed vs padded: {setting.name}" + (", one row" if row_tokens else "")
+        rows.append(Row(label, packed[0], padded[0], tolerance.loss_rtol, verdict))
     control = build(Setting())
-    pack_trainer(control, reset_positions=False)
+    pack_trainer(control, reset_positions=False, row_tokens=ONE_ROW)
     unmasked, padded = _loss_metrics_gradient(control), _loss_metrics_gradient(build(Setting()))
     verdict = "MISMATCH" if _same(unmasked, padded, tolerance) else "ok"  # a control that passes proves nothing
     rows.append(

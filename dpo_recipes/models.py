@@ -15,7 +15,7 @@ from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config, get_quantiz
 from trl.trainer.utils import hash_module
 
 from dpo_recipes import embedded, trl_internals
-from dpo_recipes.packing import pack_trainer
+from dpo_recipes.packing import batch_by_tokens, pack_trainer
 
 
 def model_init_kwargs(model_args: ModelConfig, training_args: DPOConfig) -> dict:
@@ -90,6 +90,7 @@ def build_dpo_trainer(
     train_dataset: Dataset,
     eval_dataset: Dataset | None = None,
     pack_sequences: bool = False,
+    max_tokens_per_batch: int | None = None,
     **trainer_kwargs,
 ) -> DPOTrainer:
     """A DPOTrainer over ``model_args.model_name_or_path`` (hub id, local path or embedded name).
@@ -99,7 +100,8 @@ def build_dpo_trainer(
     (TRL's collator reads only the token columns it needs). With ``precompute_ref_log_probs`` the train set's
     reference log-probs come from a cache that survives changes of β and other settings that cannot change
     them (``attach_reference_logps``). With ``pack_sequences`` every forward is padding-free
-    (`dpo_recipes.packing`). The trainer works on a copy of ``training_args``; the caller's is left as given.
+    (`dpo_recipes.packing`); with ``max_tokens_per_batch`` training batches are made by real tokens, not by
+    pairs. The trainer works on a copy of ``training_args``; the caller's is left as given.
     """
     grouped = training_args.train_sampling_strategy == "group_by_length"
     args = trl_internals.trainer_config(
@@ -123,6 +125,8 @@ def build_dpo_trainer(
         attach_reference_logps(trainer)
     if grouped and isinstance(trainer.train_dataset, Dataset):
         trainer.train_dataset = add_pair_lengths(trainer.train_dataset)
+    if max_tokens_per_batch is not None:
+        batch_by_tokens(trainer, max_tokens_per_batch)
     return trainer
 
 

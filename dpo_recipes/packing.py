@@ -110,3 +110,59 @@ def pack_trainer(trainer, reset_positions: bool = True, row_tokens: int | None =
     pack_forward(model, reset_positions, row_tokens)
     if trainer.ref_model is not None:
         pack_forward(trainer.ref_model, reset_positions, row_tokens)
+
+
+class TokenBudgetBatches(torch.utils.data.Sampler):
+    """Batches of pairs by real tokens instead of by count: pairs in a seeded random order, each batch filled
+    until the next pair would pass ``budget`` tokens (a pair is never split; a pair over the budget is a batch
+    of its own). The batches are made once, so every epoch has the same number of steps; each epoch visits them
+    in a new seeded order (``set_epoch``, which accelerate calls)."""
+
+    def __init__(self, tokens: list[int], budget: int, seed: int):
+        if budget < 1:
+            raise ValueError(f"max_tokens_per_batch {budget} must be ≥ 1")
+        order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed)).tolist()
+        self.batches: list[list[int]] = []
+        current, used = [], 0
+        for index in order:
+            if current and used + tokens[index] > budget:
+                self.batches.append(current)
+                current, used = [], 0
+            current.append(index)
+            used += tokens[index]
+        if current:
+            self.batches.append(current)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter([self.batches[i] for i in torch.randperm(len(self.batches), generator=generator).tolist()])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def pair_tokens(dataset) -> list[int]:
+    """Real tokens of each tokenized pair as the model sees them: prompt + chosen and prompt + rejected."""
+    columns = (dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])
+    return [2 * len(p) + len(c) + len(r) for p, c, r in zip(*columns, strict=True)]
+
+
+def batch_by_tokens(trainer, budget: int) -> None:
+    """The trainer's training batches are `TokenBudgetBatches` of its tokenized train set (TRL's collator)."""
+    sampler = TokenBudgetBatches(pair_tokens(trainer.train_dataset), budget, trainer.args.seed)
+
+    def get_train_dataloader(self):
+        loader = torch.utils.data.DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    trainer.get_train_dataloader = types.MethodType(get_train_dataloader, trainer)

@@ -127,6 +127,8 @@ def settings_problems(script_args, training_args, tokenizer) -> list[str]:
         bad = [t for t in script_args.win_rate_temperatures if not (math.isfinite(t) and t >= 0)]
         if bad or not script_args.win_rate_temperatures:
             problems.append(f"win_rate_temperatures {script_args.win_rate_temperatures} must be ≥ 0 (0 = greedy)")
+    if script_args.max_tokens_per_batch is not None and script_args.max_tokens_per_batch < 1:
+        problems.append(f"max_tokens_per_batch {script_args.max_tokens_per_batch} must be ≥ 1 (or unset)")
     if script_args.torch_threads is not None and script_args.torch_threads < 1:
         problems.append(f"torch_threads {script_args.torch_threads} must be ≥ 1 (or unset for the default)")
     if not script_args.allow_eval_on_train and evaluates_on_train_rows(script_args):

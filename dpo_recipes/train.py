@@ -130,6 +130,15 @@ class RecipeArguments(ScriptArguments):
             "compute spent on padding."
         },
     )
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Make training batches by real tokens instead of by pairs: pairs in a seeded random order "
+            "fill a batch up to this many tokens (prompt + chosen + prompt + rejected; a pair is never split), "
+            "so every step costs about the same. Replaces per_device_train_batch_size for training; meant "
+            "with pack_sequences, which removes the padding such batches would carry."
+        },
+    )
     crosscheck: bool = field(
         default=True,
         metadata={
@@ -318,7 +327,14 @@ def build_trainer(script_args: RecipeArguments, training_args: DPOConfig, model_
     counted in their split's account."""
     train, test = splits["train"].dataset, splits["test"].dataset
     scored = test.select(range(min(script_args.eval_pairs, len(test)))) if script_args.eval_pairs else test
-    trainer = build_dpo_trainer(model_args, training_args, train, scored, pack_sequences=script_args.pack_sequences)
+    trainer = build_dpo_trainer(
+        model_args,
+        training_args,
+        train,
+        scored,
+        pack_sequences=script_args.pack_sequences,
+        max_tokens_per_batch=script_args.max_tokens_per_batch,
+    )
     count_trl_drops(splits, {"train": train, "test": scored}, trainer)
     if evaluates_on_train_rows(script_args):
         splits["test"].note = "NOT held out: the same rows as the train split (allow_eval_on_train)"

@@ -229,6 +229,7 @@ def test_outputs_are_safetensors_and_carry_no_secrets(tmp_path, tiny_sft_path):
         (["--judge", "toy-world", "--win_rate_prompts", "0"], r"win_rate_prompts 0 must be ≥ 1"),
         (["--on_bad_row", "ignore"], r"on_bad_row 'ignore' must be one of error, skip"),
         (["--torch_threads", "0"], r"torch_threads 0 must be ≥ 1"),
+        (["--max_tokens_per_batch", "0"], r"max_tokens_per_batch 0 must be ≥ 1"),
         (
             ["--dataset_recipe_options", '{"keep_ties": "false"}'],
             r"option 'keep_ties' must be true/false, got str 'false'",

@@ -12,6 +12,7 @@ from trl import DPOConfig, DPOTrainer, ModelConfig
 from dpo_recipes import embedded
 from dpo_recipes.data import load_preference_splits
 from dpo_recipes.models import build_dpo_trainer
+from dpo_recipes.packing import TokenBudgetBatches, pair_tokens
 
 MODEL = ModelConfig(
     model_name_or_path=embedded.TINY_SFT,
@@ -35,7 +36,7 @@ def pairs(tiny_sft_path):
     return data.select(range(96)).map(mark)
 
 
-def _trainer(tmp_path, pairs, pack_sequences=False, **settings):
+def _trainer(tmp_path, pairs, pack_sequences=False, max_tokens_per_batch=None, **settings):
     args = DPOConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=8,
@@ -45,7 +46,9 @@ def _trainer(tmp_path, pairs, pack_sequences=False, **settings):
         save_strategy="no",
         **settings,
     )
-    return build_dpo_trainer(MODEL, args, pairs, pack_sequences=pack_sequences)
+    return build_dpo_trainer(
+        MODEL, args, pairs, pack_sequences=pack_sequences, max_tokens_per_batch=max_tokens_per_batch
+    )
 
 
 @pytest.fixture
@@ -136,3 +139,22 @@ def test_packed_training_follows_the_padded_run_step_for_step(tmp_path, pairs):
     assert len(runs[True][0]) == 4 and runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
     for name, weight in runs[False][1].items():
         assert torch.allclose(runs[True][1][name], weight, rtol=1e-5, atol=1e-7), name
+
+
+def test_token_budget_batches_hold_every_pair_once_within_the_budget(tmp_path, pairs):
+    trainer = _trainer(tmp_path, pairs, pack_sequences=True, max_tokens_per_batch=700, max_steps=2)
+    tokens = pair_tokens(trainer.train_dataset)
+    sampler = TokenBudgetBatches(tokens, 700, seed=0)
+    assert sorted(i for batch in sampler.batches for i in batch) == list(range(len(tokens)))  # each pair once
+    assert all(sum(tokens[i] for i in batch) <= 700 or len(batch) == 1 for batch in sampler.batches)
+    uneven = TokenBudgetBatches([300, 20, 20, 20, 20, 250, 40], budget=300, seed=0).batches
+    assert {len(batch) for batch in uneven} != {1} and any(len(batch) > 2 for batch in uneven)  # by tokens
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert sorted(map(tuple, sampler)) == sorted(map(tuple, first)) and list(sampler) != first  # same batches
+    assert TokenBudgetBatches(tokens, 700, seed=0).batches == sampler.batches  # seeded
+    loader = trainer.get_train_dataloader()
+    assert len(loader) == len(sampler)
+    assert all(int(batch["attention_mask"].sum()) <= 700 or batch["input_ids"].shape[0] == 2 for batch in loader)
+    trainer.train()
+    assert trainer.state.global_step == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, MistralForCausalLM, TrainerCallback
+from trl import DPOConfig
 
 from dpo_recipes import embedded
 from dpo_recipes.data import load_preference_splits
@@ -21,6 +22,12 @@ SIZES = {
     "100M": dict(hidden_size=1024, layers=8),
 }
 CACHE = Path(os.environ.get("DPO_RECIPES_BENCH_CACHE", Path.home() / ".cache" / "dpo_recipes" / "bench"))
+
+
+def cpu_config(output_dir: str, **settings) -> DPOConfig:
+    """A DPOConfig for a timed CPU run: fp32, no saving, no logging or reporting in the loop being timed."""
+    quiet = dict(bf16=False, use_cpu=True, report_to="none", save_strategy="no", logging_steps=10**6)
+    return DPOConfig(output_dir=output_dir, **{**quiet, **settings})
 
 
 def tokenizer():

@@ -12,7 +12,7 @@ import time
 
 import common
 import torch
-from trl import DPOConfig, ModelConfig
+from trl import ModelConfig
 
 from dpo_recipes.models import build_dpo_trainer
 
@@ -42,15 +42,10 @@ def run(size: str, batch: int, reps: int) -> dict:
     peak = matmul_peak()
     steps = 1 + reps
     clock = TokenCounter()
-    args = DPOConfig(
-        output_dir="/tmp/dpo-bench-efficiency",
+    args = common.cpu_config(
+        "/tmp/dpo-bench-efficiency",
         per_device_train_batch_size=batch,
         max_steps=steps,
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=10**6,
     )
     trainer = build_dpo_trainer(
         ModelConfig(model_name_or_path=common.model_path(size), dtype="float32"),

@@ -63,21 +63,16 @@ def reset_peak() -> bool:
 def measure(mode: str, size: str, batch: int = 8, steps: int = 2) -> dict:
     import common
     import torch
-    from trl import DPOConfig, ModelConfig
+    from trl import ModelConfig
 
     from dpo_recipes.models import build_dpo_trainer
 
     idle, idle_split = peak_rss_mib(), resident_mib()  # torch, transformers, TRL imported; no model yet
     model_args = ModelConfig(model_name_or_path=common.model_path(size), dtype="float32", **POLICIES[mode])
-    args = DPOConfig(
-        output_dir=f"/tmp/dpo-bench-memory-{mode}",
+    args = common.cpu_config(
+        f"/tmp/dpo-bench-memory-{mode}",
         per_device_train_batch_size=batch,
         max_steps=steps,
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=10**6,
     )
     trainer = build_dpo_trainer(model_args, args, common.pairs(batch * steps))
     loading_peak = peak_rss_mib()  # loading: a 4-bit base is read in full precision, then quantized

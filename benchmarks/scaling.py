@@ -6,7 +6,7 @@ import time
 
 import common
 from datasets import Dataset
-from trl import DPOConfig, ModelConfig
+from trl import ModelConfig
 
 from dpo_recipes.models import build_dpo_trainer
 
@@ -14,16 +14,11 @@ FILLER = " Tell me about the red fox and the golden river and the black forest."
 
 
 def _train_seconds(path: str, data, batch: int, max_length: int) -> float:
-    args = DPOConfig(
-        output_dir="/tmp/dpo-bench-scaling",
+    args = common.cpu_config(
+        "/tmp/dpo-bench-scaling",
         per_device_train_batch_size=batch,
         num_train_epochs=1,
         max_length=max_length,
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=10**6,
     )
     trainer = build_dpo_trainer(ModelConfig(model_name_or_path=path, dtype="float32"), args, data)
     started = time.perf_counter()

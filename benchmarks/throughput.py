@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset
 from scaling import FILLER
 from transformers import AutoModelForCausalLM
-from trl import DPOConfig, DPOTrainer, ModelConfig
+from trl import DPOTrainer, ModelConfig
 
 from dpo_recipes.models import build_dpo_trainer
 
@@ -37,16 +37,11 @@ def build(variant: str, path: str, data, output_dir: str, batch: int, epochs: in
     clock = common.StepClock()
     settings = dict(VARIANTS[variant])
     pack = settings.pop("pack_sequences", False)
-    args = DPOConfig(
-        output_dir=output_dir,
+    args = common.cpu_config(
+        output_dir,
         per_device_train_batch_size=batch,
         num_train_epochs=epochs,
         max_length=max_length,
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=10**6,
         seed=0,
         beta=beta,
         **settings,

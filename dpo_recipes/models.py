@@ -119,6 +119,7 @@ def build_dpo_trainer(
         peft_config=get_peft_config(model_args),
         **trainer_kwargs,
     )
+    keep_4bit_layers_trainable(trainer.model)
     if pack_sequences:
         pack_trainer(trainer)
     if training_args.precompute_ref_log_probs:
@@ -128,6 +129,17 @@ def build_dpo_trainer(
     if max_tokens_per_batch is not None:
         batch_by_tokens(trainer, max_tokens_per_batch)
     return trainer
+
+
+def keep_4bit_layers_trainable(model) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference. On a CPU with AVX512-BF16, a 4-bit
+    layer run in eval mode on an input without gradient (the held-out evaluation before training) rewrites its
+    weight, in place and for good, into a layout whose matmul passes no gradient back: every adapter below it then
+    stops learning, and a QLoRA run trains nothing (bitsandbytes 0.50; measured: 0 of 24 adapter tensors changed
+    after evaluate() and two steps). The layer's own switch turns that conversion off."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def policy_kind(model_args: ModelConfig) -> str:

@@ -20,6 +20,8 @@ import types
 
 import torch
 
+from dpo_recipes.errors import ConfigError
+
 
 def _unpack(values: torch.Tensor | None, places: list[tuple[int, int]], lengths: list[int], width: int):
     """Per-token values of the packed rows (R, W − 1) back to the padded layout (N, width)."""
@@ -104,12 +106,36 @@ def pack_forward(model, reset_positions: bool = True, row_tokens: int | None = N
     model.forward = types.MethodType(forward, model)
 
 
+def masks_documents(model) -> bool:
+    """Whether ``model`` keeps packed sequences apart: the logits of a sequence packed after another equal its
+    logits alone. A model whose attention ignores packed ``position_ids`` (an implementation that builds no
+    document mask) would let every sequence attend to the ones before it in its row, and train on that."""
+    device = next(model.parameters()).device
+    first, second = torch.tensor([[3, 4, 5, 6, 7]], device=device), torch.tensor([[8, 9, 10]], device=device)
+    alone = model(input_ids=second, use_cache=False).logits[0].float().detach()
+    packed = (
+        model(
+            input_ids=torch.cat([first, second], dim=1),
+            position_ids=torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]], device=device),
+            use_cache=False,  # transformers separates packed sequences only without a cache, as in training
+        )
+        .logits[0, 5:]
+        .float()
+    )
+    return bool(((packed - alone).abs().max() <= 0.05 * alone.abs().max().clamp(min=1)).item())
+
+
 def pack_trainer(trainer, reset_positions: bool = True, row_tokens: int | None = None) -> None:
-    """Packed forwards for the policy and, where there is one, the separate reference model."""
+    """Packed forwards for the policy and, where there is one, the separate reference model; refused (a
+    ConfigError) for a model that does not keep packed sequences apart."""
     model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
-    pack_forward(model, reset_positions, row_tokens)
-    if trainer.ref_model is not None:
-        pack_forward(trainer.ref_model, reset_positions, row_tokens)
+    for packed in (model, trainer.ref_model) if trainer.ref_model is not None else (model,):
+        if reset_positions and not masks_documents(packed):
+            raise ConfigError(
+                f"pack_sequences: {type(packed).__name__} does not separate sequences packed into one row (its "
+                "attention ignores restarting position ids); train without pack_sequences"
+            )
+        pack_forward(packed, reset_positions, row_tokens)
 
 
 class TokenBudgetBatches(torch.utils.data.Sampler):

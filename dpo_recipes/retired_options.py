@@ -49,7 +49,10 @@ def _given_keys(argv: list[str]) -> set[str]:
         if arg == "--config" and i + 1 < len(argv):
             path = argv[i + 1]
         if path and Path(path).is_file():
-            config = yaml.safe_load(Path(path).read_text()) or {}
+            try:
+                config = yaml.safe_load(Path(path).read_text()) or {}
+            except yaml.YAMLError:
+                continue  # the parser reports a broken config in its own words
             keys |= set(config) if isinstance(config, dict) else set()
     return keys
 

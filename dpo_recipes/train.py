@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers.integrations import TensorBoardCallback
 from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 
@@ -191,6 +192,13 @@ def name_tensorboard_dir(trainer, training_args: DPOConfig) -> None:
             callback.logging_dir = os.path.join(training_args.output_dir, "runs", training_args.run_name)
 
 
+def weights_fingerprint(model) -> list[float]:
+    """A float64 sum of squares per trainable tensor: cheap to keep (one number each, even for a full
+    fine-tune), and it moves with any optimizer step that changes a weight."""
+    with torch.no_grad():
+        return [float(p.detach().double().pow(2).sum()) for p in model.parameters() if p.requires_grad]
+
+
 def trainer_state(folder: Path) -> dict | None:
     """The trainer state saved in ``folder``, or None when it is missing or does not parse (a save cut off by a
     kill, or a full disk leaving a 0-byte file): such a checkpoint is incomplete."""
@@ -296,9 +304,17 @@ def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mode
 
     logger.info("Held-out evaluation before training (policy = reference)")
     eval_before = trl_internals.evaluate_before_training(trainer)
-    train_started = time.time()
+    train_started, fingerprint = time.time(), weights_fingerprint(trainer.model)
     train_result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - train_started
+    weights_changed = weights_fingerprint(trainer.model) != fingerprint
+    if not weights_changed:
+        logger.error(
+            "Training changed no trainable weight in %d steps: the run's results are those of the "
+            "starting policy (known case: a 4-bit QLoRA model on CPU evaluated before training, where "
+            "bitsandbytes' CPU kernels then pass no gradient)",
+            trainer.state.global_step,
+        )
     save_final_model(trainer, training_args.output_dir)
     logger.info("Held-out evaluation after training")
     eval_after = trainer.evaluate()
@@ -312,7 +328,7 @@ def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mode
         "eval_pairs": len(trainer.eval_dataset),
         "eval_before": eval_before,
         "eval_after": eval_after,
-        "train": {"global_step": trainer.state.global_step, **train_result.metrics},
+        "train": {"global_step": trainer.state.global_step, "weights_changed": weights_changed, **train_result.metrics},
         "win_rate": win_rate,
         "likelihood_displacement": monitor.summary(),
         "torch_threads": threads,

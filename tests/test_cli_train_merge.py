@@ -77,6 +77,7 @@ def _front_matter(card: str) -> dict:
 
 @pytest.mark.slow
 def test_train_writes_a_model_card_with_the_crosscheck_verdict(lora_run):
+    assert json.loads((lora_run / "metrics.json").read_text())["train"]["weights_changed"] is True
     card = (lora_run / "README.md").read_text()
     assert _front_matter(card) == {
         "base_model": embedded.TINY_SFT,
@@ -140,7 +141,9 @@ def test_merge_of_a_qlora_run_uses_the_dequantized_4bit_base(qlora_run, tmp_path
     cli.main(["merge", str(qlora_run), str(tmp_path / "merged")])
     assert "de-quantized copy" in capsys.readouterr().out
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
-    run = json.loads((qlora_run / "metrics.json").read_text())["run"]
+    metrics = json.loads((qlora_run / "metrics.json").read_text())
+    assert metrics["train"]["weights_changed"] is True  # evaluated before training, on CPU: it still learns
+    run = metrics["run"]
     quantization = BitsAndBytesConfig.from_dict(run["quantization"])
     path = embedded.resolve(embedded.TINY_SFT)
     ids = torch.randint(3, 500, (2, 24), generator=torch.Generator().manual_seed(0))

@@ -75,3 +75,14 @@ def test_preview_and_doctor_take_the_bad_row_policy(capsys):
     assert "read 10 rows, kept 7, dropped 3" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="row 5: field 'chosen'"):
         cli(["data", "doctor", HH, "--recipe", "hh_rlhf", "--split", "train", "--on-bad-row", "error"])
+
+
+def test_a_failed_overwrite_keeps_the_old_output(tmp_path, monkeypatch):
+    out = tmp_path / "hh"
+    args = ["data", "convert", HH, str(out), "--recipe", "hh_rlhf", "--split", "train", "--on-bad-row", "skip"]
+    cli(args)
+    before = (out / "account.json").read_text()
+    monkeypatch.setattr("datasets.Dataset.to_parquet", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        cli([*args, "--overwrite"])
+    assert (out / "account.json").read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["hh"]

@@ -11,8 +11,9 @@ from trl import DPOConfig, DPOTrainer, ModelConfig
 
 from dpo_recipes import embedded
 from dpo_recipes.data import load_preference_splits
+from dpo_recipes.errors import ConfigError
 from dpo_recipes.models import build_dpo_trainer
-from dpo_recipes.packing import TokenBudgetBatches, pair_tokens
+from dpo_recipes.packing import TokenBudgetBatches, masks_documents, pack_trainer, pair_tokens
 
 MODEL = ModelConfig(
     model_name_or_path=embedded.TINY_SFT,
@@ -158,3 +159,14 @@ def test_token_budget_batches_hold_every_pair_once_within_the_budget(tmp_path, p
     assert all(int(batch["attention_mask"].sum()) <= 700 or batch["input_ids"].shape[0] == 2 for batch in loader)
     trainer.train()
     assert trainer.state.global_step == 2
+
+
+def test_packing_is_refused_for_a_model_that_lets_packed_sequences_see_each_other(tmp_path, pairs):
+    trainer = _trainer(tmp_path, pairs.select(range(8)))
+    model = trainer.model.get_base_model()
+    assert masks_documents(model)
+    original = model.forward
+    model.forward = lambda *args, position_ids=None, **kwargs: original(*args, **kwargs)  # ignores the positions
+    assert not masks_documents(model)
+    with pytest.raises(ConfigError, match="does not separate sequences packed into one row"):
+        pack_trainer(trainer)

@@ -57,9 +57,9 @@ def export_splits(
             for split, p in prepared.items()
         },
     }
-    if output.exists() and overwrite:
-        shutil.rmtree(output)
-    with atomic_directory(output) as scratch:
+    replaced = output.with_name(f".{output.name}.replaced") if output.exists() else None
+    target = output.with_name(f".{output.name}.new") if replaced else output
+    with atomic_directory(target) as scratch:
         if to == "disk":
             DatasetDict({split: p.dataset for split, p in prepared.items()}).save_to_disk(str(scratch))
         for split, p in prepared.items():
@@ -69,4 +69,8 @@ def export_splits(
             elif to == "jsonl":
                 p.dataset.to_json(path, lines=True, force_ascii=False)
         (scratch / "account.json").write_text(json.dumps(account, indent=2, ensure_ascii=False) + "\n")
+    if replaced:  # the new data is complete: only now does the old directory go
+        output.rename(replaced)
+        target.rename(output)
+        shutil.rmtree(replaced)
     return account

@@ -1,6 +1,7 @@
-"""Item 4: peak process memory (RSS) of one DPO step for a full, LoRA and 4-bit QLoRA policy on one model.
+"""Item 4: peak process memory (RSS) of DPO steps for a full, LoRA and 4-bit QLoRA policy on one model, and for
+padded against packed sequences on long-tailed lengths (the same pairs and batches, so the same real tokens).
 
-Each policy runs in its own process (peak RSS never goes down); ``python benchmarks/memory.py MODE SIZE``.
+Each mode runs in its own process (peak RSS never goes down); ``python benchmarks/memory.py MODE SIZE``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ POLICIES = {
         "bnb_4bit_quant_type": "nf4",
     },
 }
+
+# Long-tailed pairs (throughput.varied_lengths), full fine-tune, 4 steps of 8 pairs: padded vs packed.
+LENGTH_MODES = {"long-tailed, padded": False, "long-tailed, packed": True}
 
 
 def resident_mib() -> dict:
@@ -66,15 +70,27 @@ def measure(mode: str, size: str, batch: int = 8, steps: int = 2) -> dict:
     from trl import ModelConfig
 
     from dpo_recipes.models import build_dpo_trainer
+    from dpo_recipes.packing import pair_tokens
 
     idle, idle_split = peak_rss_mib(), resident_mib()  # torch, transformers, TRL imported; no model yet
-    model_args = ModelConfig(model_name_or_path=common.model_path(size), dtype="float32", **POLICIES[mode])
+    packed = LENGTH_MODES.get(mode)
+    if packed is None:
+        model_args = ModelConfig(model_name_or_path=common.model_path(size), dtype="float32", **POLICIES[mode])
+        data = common.pairs(batch * steps)
+    else:
+        from throughput import varied_lengths
+
+        model_args = ModelConfig(model_name_or_path=common.model_path(size), dtype="float32")
+        steps, data = 4, varied_lengths(common.pairs(batch * 4))
     args = common.cpu_config(
-        f"/tmp/dpo-bench-memory-{mode}",
+        f"/tmp/dpo-bench-memory-{mode.replace(' ', '')}",
         per_device_train_batch_size=batch,
         max_steps=steps,
+        max_length=512,
+        seed=0,
     )
-    trainer = build_dpo_trainer(model_args, args, common.pairs(batch * steps))
+    trainer = build_dpo_trainer(model_args, args, data, pack_sequences=bool(packed))
+    real_tokens = sum(pair_tokens(trainer.train_dataset))
     loading_peak = peak_rss_mib()  # loading: a 4-bit base is read in full precision, then quantized
     training_peak = None
     if reset_peak():
@@ -85,6 +101,7 @@ def measure(mode: str, size: str, batch: int = 8, steps: int = 2) -> dict:
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {
         "mode": mode,
+        "real_tokens": real_tokens,
         "idle_rss_mib": idle,
         "loading_peak_rss_mib": loading_peak,
         "training_peak_rss_mib": training_peak,
@@ -96,10 +113,10 @@ def measure(mode: str, size: str, batch: int = 8, steps: int = 2) -> dict:
     }
 
 
-def run(size: str) -> dict:
+def run(size: str, modes=tuple(POLICIES)) -> dict:
     here = Path(__file__).parent
     results = {}
-    for mode in POLICIES:
+    for mode in modes:
         done = subprocess.run([sys.executable, str(here / "memory.py"), mode, size], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"memory benchmark {mode} failed:\n{done.stderr[-2000:]}")

@@ -10,8 +10,10 @@ measured matmul peak (fp32 on CPU, bf16 on a GPU). FLOPs counted as in efficienc
 4·N backward, N = 134.5M parameters, padding included (the hardware computes on it); a LoRA step still runs the
 full backward through the activations (2·N·T for the input gradients) but not the weight gradients, so it is
 counted as 2·N (reference) + 2·N (policy forward) + 2·N (input gradients) per token, the full fine-tune as
-8·N. With ``--random-weights`` the model is built from the checkpoint's config with random weights: speed
-and memory do not depend on the values (for a machine that has the config and tokenizer but not the weights).
+8·N. A packed variant computes on the real tokens only, so its hardware FLOPs are counted on them; the last
+column counts every variant on its real tokens (model FLOPs utilization: the work that trains). With
+``--random-weights`` the model is built from the checkpoint's config with random weights: speed and memory do
+not depend on the values (for a machine that has the config and tokenizer but not the weights).
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ VARIANTS = {  # name -> (ModelConfig keywords, DPOConfig keywords, FLOPs per tok
     "lora, top 10 blocks + cached reference": (
         dict(use_peft=True, lora_target_modules=TOP_10),
         dict(precompute_ref_log_probs=True),
+        4,
+    ),
+    "lora, top 10 blocks, packed": (dict(use_peft=True, lora_target_modules=TOP_10), dict(pack_sequences=True), 6),
+    "lora, top 10 blocks, packed + cached reference": (
+        dict(use_peft=True, lora_target_modules=TOP_10),
+        dict(pack_sequences=True, precompute_ref_log_probs=True),
         4,
     ),
     "qlora (NF4), all 30 blocks": (dict(use_peft=True, lora_target_modules=ALL_LINEAR, load_in_4bit=True), {}, 6),
@@ -98,7 +106,8 @@ def run_variant(args) -> dict:
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     variants = {**VARIANTS, **GPU_VARIANTS}
-    model_kw, dpo_kw, flops_per_n = variants[args.variant]
+    model_kw, dpo_kw, flops_per_n = (dict(part) if isinstance(part, dict) else part for part in variants[args.variant])
+    pack = dpo_kw.pop("pack_sequences", False)
     model, pairs = model_and_pairs(args)
     steps = 1 + args.steps
     clock = common.StepClock()
@@ -121,7 +130,7 @@ def run_variant(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     needed = args.batch * steps  # pairs repeat when a run needs more than the 127 there are
     pairs = concatenate_datasets([pairs] * -(-needed // len(pairs))).select(range(needed))
-    trainer = build_dpo_trainer(model_args, dpo, pairs, callbacks=[clock])
+    trainer = build_dpo_trainer(model_args, dpo, pairs, pack_sequences=pack, callbacks=[clock])
     padded, real = [], []
     for batch in trainer.get_train_dataloader():
         padded.append(batch["attention_mask"].numel())
@@ -131,6 +140,9 @@ def run_variant(args) -> dict:
     with torch.device("meta"):  # the model's own size: 4-bit weights report packed bytes in numel()
         parameters = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model)).num_parameters()
     tokens = sorted(padded[1:])[len(padded[1:]) // 2]
+    real_per_step = sum(real[1:]) / len(real[1:])
+    if pack:  # the model computes on the real tokens only (rows of packed sequences)
+        tokens = real_per_step
     peak = (
         torch.cuda.max_memory_allocated()
         if args.device == "cuda"
@@ -140,9 +152,10 @@ def run_variant(args) -> dict:
         "variant": args.variant,
         "s/step": seconds,
         "tokens_per_step": tokens,
-        "real_tokens/s": sum(real[1:]) / len(real[1:]) / seconds,
+        "real_tokens/s": real_per_step / seconds,
         "real_token_share": sum(real) / sum(padded),
         "flop/s": flops_per_n * parameters * tokens / seconds,
+        "useful_flop/s": flops_per_n * parameters * real_per_step / seconds,
         "peak_memory_mib": peak / 2**20,
     }
 
@@ -181,12 +194,12 @@ def main() -> None:
         f"\nSmolLM2-135M-Instruct DPO step, {args.device}, batch {args.batch} pairs, max_length 128; matmul peak "
         f"{peak / 1e12:.3g} TFLOP/s ({'bf16' if args.device == 'cuda' else 'fp32'})\n"
     )
-    print("| variant | s/step | real tokens/s | peak memory (MiB) | FLOP/s | share of matmul peak |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | s/step | real tokens/s | peak memory (MiB) | FLOP/s | share of matmul peak | on real tokens |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['variant']} | {row['s/step']:.3f} | {row['real_tokens/s']:.0f} | {row['peak_memory_mib']:.0f} "
-            f"| {row['flop/s'] / 1e9:.1f} G | {row['flop/s'] / peak:.1%} |"
+            f"| {row['flop/s'] / 1e9:.1f} G | {row['flop/s'] / peak:.1%} | {row['useful_flop/s'] / peak:.1%} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

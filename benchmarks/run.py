@@ -72,6 +72,7 @@ def measure(settings: dict, output_dir: str) -> dict:
     )
     print("4. memory (one process per policy) …", flush=True)
     results["memory"] = memory.run(settings["large"])
+    results["memory_packing"] = memory.run(settings["small"], tuple(memory.LENGTH_MODES))
     print("5. FLOP/s against the matmul peak …", flush=True)
     results["efficiency"] = efficiency.run(settings["large"], 2 * settings["batch"], max(2, settings["reps"] // 2))
     print("6. scaling …", flush=True)
@@ -90,6 +91,15 @@ def private(row: dict) -> float:
 
 def ratio(variants: dict, a: str, b: str) -> float:
     return variants[b]["s/step"] / variants[a]["s/step"]
+
+
+def speedup(varied: dict, a: str, b: str) -> float:
+    return varied["real tokens/s"][a] / varied["real tokens/s"][b]
+
+
+def per_token_peak(row: dict) -> float:
+    """Training peak RSS above the loaded model, per real token trained, in KiB."""
+    return (train_peak(row) - row["loading_peak_rss_mib"]) * 1024 / row["real_tokens"]
 
 
 def table(results: dict) -> str:
@@ -124,12 +134,24 @@ def table(results: dict) -> str:
         f"On long-tailed lengths ({tv['tokens_per_pair'] / 2:.0f} real tokens per sequence on average, "
         f"one epoch of {tv['pairs']} pairs per variant, batch {tv['batch']}, max_length 512):",
         "",
-        "| variant | s/step | vs plain TRL |",
-        "|---|---|---|",
+        "| variant | steps | s/step | real tokens/s | vs plain TRL | step-time spread |",
+        "|---|---|---|---|---|---|",
         *[
-            f"| {name} | {seconds:.3f} | {tv['s/step']['trl'] / seconds:.2f}× |"
+            f"| {name} | {tv['steps'][name]} | {seconds:.3f} | {tv['real tokens/s'][name]:.0f} | "
+            f"{tv['real tokens/s'][name] / tv['real tokens/s']['trl']:.2f}× | {tv['step time spread'][name]:.0%} |"
             for name, seconds in tv["s/step"].items()
         ],
+        "",
+        "Step-time spread is the standard deviation of the step times over their mean (first step left out); the "
+        "token budget is the batch size times the mean real tokens of a pair, so its batches hold as many tokens "
+        "as the others' on average.",
+        "",
+        "| ratio (real tokens/s) | measured | target |",
+        "|---|---|---|",
+        f"| packed / plain TRL | **{speedup(tv, 'recipe, packed', 'trl'):.2f}×** | ≥ 1.5× |",
+        f"| packed / length grouping | **{speedup(tv, 'recipe, packed', 'recipe, length grouping'):.2f}×** | ≥ 1.15× |",
+        f"| packed + cached reference / plain TRL | **{speedup(tv, 'recipe, packed + cached reference', 'trl'):.2f}×**"
+        " | ≥ 2× |",
         "",
         "### 2. Reference log-probs cached (TRL's precompute_ref_log_probs + the datasets cache)",
         "",
@@ -164,6 +186,18 @@ def table(results: dict) -> str:
         f"training peak RSS **{train_peak(mem['qlora']) / train_peak(mem['full']):.2f}×**. RSS also counts the "
         "mmap'ed float32 checkpoint (file-backed pages) in every mode, and on CPU bitsandbytes de-quantizes the "
         "weights for every matmul, so the 4-bit saving is mainly a GPU-memory saving, not measurable here.",
+        "",
+        f"Padded against packed ({results['settings']['small']} model, full fine-tune, 4 steps of "
+        f"{results['memory_packing']['long-tailed, padded']['real_tokens'] // 4} real tokens on average, the "
+        "long-tailed lengths of 1., the same batches for both):",
+        "",
+        "| sequences | training peak RSS | above the loaded model | per real token |",
+        "|---|---|---|---|",
+        *[
+            f"| {mode} | {train_peak(row):.0f} MiB | {train_peak(row) - row['loading_peak_rss_mib']:.0f} MiB | "
+            f"{per_token_peak(row):.1f} KiB |"
+            for mode, row in results["memory_packing"].items()
+        ],
         "",
         f"### 5. Efficiency ({eff['size']}: {eff['parameters'] / 1e6:.0f}M parameters, batch {eff['batch']} pairs)",
         "",

@@ -8,6 +8,7 @@ figure is the median epoch time over the rest, divided by the steps of an epoch.
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import common
@@ -19,6 +20,7 @@ from transformers import AutoModelForCausalLM
 from trl import DPOTrainer, ModelConfig
 
 from dpo_recipes.models import build_dpo_trainer
+from dpo_recipes.packing import pair_tokens
 
 # Each variant is a DPOConfig delta; "trl" is plain DPOTrainer, the others go through dpo_recipes.models.
 VARIANTS = {
@@ -29,14 +31,20 @@ VARIANTS = {
     "recipe, speed options on": {"precompute_ref_log_probs": True, "train_sampling_strategy": "group_by_length"},
     "recipe, packed": {"pack_sequences": True},
     "recipe, packed + cached reference": {"pack_sequences": True, "precompute_ref_log_probs": True},
+    # batches of the same mean real tokens as `batch` pairs, filled by tokens (the budget is set in `build`)
+    "recipe, packed, token budget": {"pack_sequences": True, "token_budget": True},
 }
 
 
 def build(variant: str, path: str, data, output_dir: str, batch: int, epochs: int, max_length: int, beta=0.1):
-    """(trainer, its step clock, seconds to build it) for one variant."""
+    """(trainer, its step clock, seconds to build it) for one variant. A token budget is ``batch`` times the
+    mean real tokens of a pair, so its batches hold as many tokens as ``batch`` pairs on average."""
     clock = common.StepClock()
     settings = dict(VARIANTS[variant])
     pack = settings.pop("pack_sequences", False)
+    budget = None
+    if settings.pop("token_budget", False):
+        budget = round(batch * common.real_tokens_per_pair(data, common.tokenizer()))
     args = common.cpu_config(
         output_dir,
         per_device_train_batch_size=batch,
@@ -51,7 +59,12 @@ def build(variant: str, path: str, data, output_dir: str, batch: int, epochs: in
         trainer = DPOTrainer(model=path, args=args, train_dataset=data, callbacks=[clock])
     else:
         trainer = build_dpo_trainer(
-            ModelConfig(model_name_or_path=path, dtype="float32"), args, data, pack_sequences=pack, callbacks=[clock]
+            ModelConfig(model_name_or_path=path, dtype="float32"),
+            args,
+            data,
+            pack_sequences=pack,
+            max_tokens_per_batch=budget,
+            callbacks=[clock],
         )
     return trainer, clock, time.perf_counter() - started
 
@@ -149,22 +162,36 @@ def run(size: str, batch: int, epochs: int, pool: int, max_length: int, output_d
     }
 
 
+def spread(values: list[float]) -> float:
+    """Coefficient of variation: standard deviation over mean."""
+    return statistics.pstdev(values) / statistics.mean(values)
+
+
 def run_varied(size: str, batch: int, pool: int, output_dir: str) -> dict:
     """Every variant for one whole epoch of long-tailed lengths (max_length 512): a pool big enough for the
-    sampler to group (transformers groups within 4-50 batches), one epoch per variant (each batch once)."""
+    sampler to group (transformers groups within 4-50 batches), one epoch per variant (each batch once).
+    Every variant trains on the same pairs, so real tokens/s is the epoch's real tokens over its time; the
+    spread of step times (after the first step) is what token-budget batches make predictable."""
     path, tok = common.model_path(size), common.tokenizer()
     data = varied_lengths(common.pairs(pool))
-    seconds = {}
+    seconds, tokens_per_second, step_spread, steps = {}, {}, {}, {}
     for variant in VARIANTS:
         trainer, clock, _ = build(variant, path, data, output_dir, batch, 1, 512)
         trainer.train()
-        seconds[variant] = (clock.stamps[-1] - clock.stamps[0]) / (len(clock.stamps) - 1)
+        durations = [b - a for a, b in zip(clock.stamps, clock.stamps[1:], strict=False)]
+        seconds[variant] = sum(durations) / len(durations)
+        tokens_per_second[variant] = sum(pair_tokens(trainer.train_dataset)) / sum(durations)
+        step_spread[variant] = spread(durations[1:])
+        steps[variant] = len(durations)
     shares = padding_shares(path, data, batch, 512, output_dir)
     return {
         "tokens_per_pair": common.real_tokens_per_pair(data, tok),
         "pairs": len(data),
         "batch": batch,
         "s/step": seconds,
+        "real tokens/s": tokens_per_second,
+        "step time spread": step_spread,
+        "steps": steps,
         "padding share, random batches": shares["recipe, speed options off"],
         "padding share, grouped batches": shares["recipe, length grouping"],
     }

@@ -232,6 +232,14 @@ def train(argv: list[str]) -> None:
     run_from_command_line(argv, prog="dpo-recipes train")
 
 
+def reference_logps(argv: list[str]) -> None:
+    """``dpo-recipes reference-logps ...``: the training parser's options (YAML via --config) plus --output_file."""
+    from dpo_recipes.train import reference_logps_from_command_line
+
+    logging.getLogger().setLevel(logging.INFO)
+    reference_logps_from_command_line(argv, prog="dpo-recipes reference-logps")
+
+
 def merge(args) -> None:
     from dpo_recipes.merging import merge_adapter
 
@@ -268,6 +276,12 @@ def make_parser() -> argparse.ArgumentParser:
         "train",
         add_help=False,  # `dpo-recipes train --help` is the training parser's own, listing every option
         help="train a DPO policy: a recipe YAML (--config) and/or flags; `dpo-recipes train --help` lists all",
+    )
+    commands.add_parser(
+        "reference-logps",
+        add_help=False,  # its own parser: the training options plus --output_file
+        help="compute a recipe's reference log-probs once into a checksummed file that every rank and later run "
+        "reads (train --reference_logps FILE); `dpo-recipes reference-logps --help` lists all",
     )
     _add_data_commands(commands)
     _add_crosscheck_command(commands)
@@ -439,6 +453,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv[:1] == ["train"]:
             return train(argv[1:])
+        if argv[:1] == ["reference-logps"]:
+            return reference_logps(argv[1:])
         args = make_parser().parse_args(argv)
         args.func(args)
     except (RecipeError, KeyError, ValueError) as error:  # bad input: say what and where, without a traceback

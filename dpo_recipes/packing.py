@@ -139,25 +139,28 @@ def pack_trainer(trainer, reset_positions: bool = True, row_tokens: int | None =
 
 
 class TokenBudgetBatches(torch.utils.data.Sampler):
-    """Batches of pairs by real tokens instead of by count: pairs in a seeded random order, each batch filled
-    until the next pair would pass ``budget`` tokens (a pair is never split; a pair over the budget is a batch
-    of its own). The batches are made once, so every epoch has the same number of steps; each epoch visits them
-    in a new seeded order (``set_epoch``, which accelerate calls)."""
+    """Batches of pairs by real tokens instead of by count. Pairs are taken in a seeded random order and each goes
+    to the first of the last ``window`` open batches it fits in (first fit over a window: a long pair no longer
+    closes a half-empty batch, so batches end up near the budget); a pair is never split, and a pair over the
+    budget is a batch of its own. The batches are made once, so every epoch has the same number of steps; each
+    epoch visits them in a new seeded order (``set_epoch``, which accelerate calls)."""
 
-    def __init__(self, tokens: list[int], budget: int, seed: int):
+    def __init__(self, tokens: list[int], budget: int, seed: int, window: int = 16):
         if budget < 1:
             raise ValueError(f"max_tokens_per_batch {budget} must be ≥ 1")
         order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed)).tolist()
         self.batches: list[list[int]] = []
-        current, used = [], 0
+        used: list[int] = []  # tokens in each batch; the open ones are the last `window`
         for index in order:
-            if current and used + tokens[index] > budget:
-                self.batches.append(current)
-                current, used = [], 0
-            current.append(index)
-            used += tokens[index]
-        if current:
-            self.batches.append(current)
+            open_from = max(0, len(self.batches) - window)
+            fits = (b for b in range(open_from, len(self.batches)) if used[b] + tokens[index] <= budget)
+            target = next(fits, None)
+            if target is None:
+                self.batches.append([])
+                used.append(0)
+                target = len(self.batches) - 1
+            self.batches[target].append(index)
+            used[target] += tokens[index]
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -8,6 +8,7 @@ model), TRL's logs (trainer_state.json), metrics.json, training_curves.png, repo
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -34,6 +35,7 @@ from dpo_recipes.model_card import write_model_card
 from dpo_recipes.models import build_dpo_trainer, policy_kind
 from dpo_recipes.monitoring import LikelihoodDisplacementMonitor
 from dpo_recipes.preflight import check_data, check_run, evaluates_on_train_rows, recipe_options
+from dpo_recipes.reference_logps import read_reference_logps, save_reference_logps, trainer_splits
 from dpo_recipes.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
 from dpo_recipes.retired_options import check_removed, ignored_warnings
 from dpo_recipes.run_record import RunRecord
@@ -138,6 +140,15 @@ class RecipeArguments(ScriptArguments):
             "fill a batch up to this many tokens (prompt + chosen + prompt + rejected; a pair is never split), "
             "so every step costs about the same. Replaces per_device_train_batch_size for training; meant "
             "with pack_sequences, which removes the padding such batches would carry."
+        },
+    )
+    reference_logps: str | None = field(
+        default=None,
+        metadata={
+            "help": "Read the reference log-probs from this file (written once by `dpo-recipes reference-logps` "
+            "with the same recipe) instead of running the reference model: every rank and later run reads "
+            "the same numbers. A file computed for other pairs, max_length, truncation, ld_alpha, precision, "
+            "reference weights or TRL version is refused, naming what differs."
         },
     )
     crosscheck: bool = field(
@@ -350,6 +361,7 @@ def build_trainer(script_args: RecipeArguments, training_args: DPOConfig, model_
         scored,
         pack_sequences=script_args.pack_sequences,
         max_tokens_per_batch=script_args.max_tokens_per_batch,
+        reference_logps=script_args.reference_logps,
     )
     count_trl_drops(splits, {"train": train, "test": scored}, trainer)
     if evaluates_on_train_rows(script_args):
@@ -408,6 +420,52 @@ then TRL's DPOConfig (training and loss) and ModelConfig (model, LoRA, 4-bit).""
 
 def make_parser(**kwargs) -> TrlParser:
     return TrlParser((RecipeArguments, DPOConfig, ModelConfig), description=DESCRIPTION, **kwargs)
+
+
+@dataclass
+class ReferenceFileArguments:
+    output_file: str = field(
+        metadata={"help": "Where to write the reference log-probs (safetensors; the run's key and a checksum inside)."}
+    )
+
+
+def write_reference_logps(
+    script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig, output_file: str
+) -> dict[str, str]:
+    """Compute a recipe's reference log-probs once (TRL's precompute) and write them to ``output_file`` for runs
+    with ``reference_logps`` to read; the file's key (what the numbers depend on) is returned."""
+    configure_threads(script_args.torch_threads)
+    tokenizer = check_run(script_args, training_args, model_args)
+    splits = load_splits(script_args, training_args.seed)
+    check_data(splits, tokenizer, script_args.on_bad_row, script_args.escape_special_tokens)
+    script_args = dataclasses.replace(script_args, reference_logps=None)
+    trainer = build_trainer(
+        script_args, trl_internals.trainer_config(training_args, precompute_ref_log_probs=True), model_args, splits
+    )
+    if trainer.accelerator.is_main_process:
+        save_reference_logps(trainer, output_file)
+        key = read_reference_logps(output_file)[1]
+        counts = {name: len(data) for name, data in trainer_splits(trainer).items()}
+        logger.info("Wrote the reference log-probs of %s to %s; key: %s", counts, output_file, key)
+        return key
+    return {}
+
+
+def reference_logps_from_command_line(argv: list[str] | None = None, prog: str | None = None) -> dict[str, str]:
+    """``dpo-recipes reference-logps``: the training parser's options plus --output_file."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = TrlParser(
+        (RecipeArguments, DPOConfig, ModelConfig, ReferenceFileArguments),
+        description="Compute a recipe's reference log-probs once and write them to a checksummed file that "
+        "every rank, later run and machine reads with --reference_logps. " + DESCRIPTION,
+        **({"prog": prog} if prog else {}),
+    )
+    try:
+        check_removed(sys.argv[1:] if argv is None else argv)
+        script_args, training_args, model_args, output = parser.parse_args_and_config(argv)
+        return write_reference_logps(script_args, training_args, model_args, output.output_file)
+    except (RecipeError, ConfigError) as error:
+        raise SystemExit(f"{parser.prog}: error: {error}") from error
 
 
 def run_from_command_line(argv: list[str] | None = None, prog: str | None = None) -> dict:

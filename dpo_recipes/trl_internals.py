@@ -4,7 +4,7 @@ The project needs four things that TRL 1.16 and accelerate 1.x offer no public w
 
 - reference log-probs precomputed under a key of our choosing (`precompute_reference_logps`): TRL's own key is
   the tokenized dataset's fingerprint, which changes with every DPOConfig field (see
-  `dpo_recipes.models.attach_reference_logps`);
+  `dpo_recipes.reference_logps.attach_reference_logps`), or read from a file (`use_reference_columns`);
 - the metrics of one ``compute_loss`` call, which DPOTrainer keeps in ``_metrics`` until the next log, and its
   running token count (`logged_metrics`, `train_tokens_seen`, for the cross-check);
 - a held-out evaluation before ``train()`` that does not break data parallelism (`evaluate_before_training`).
@@ -59,9 +59,16 @@ def precompute_reference_logps(trainer, dataset, name: str, batch_size: int, wei
     and its cache (keyed by the dataset's fingerprint and ``weights_hash``); the trainer then reads them."""
     trainer._precompute_model_hash = weights_hash
     with_reference = trainer._precompute_ref_logps(dataset, name, batch_size)
+    use_reference_columns(trainer, weights_hash)
+    return with_reference
+
+
+def use_reference_columns(trainer, weights_hash: str) -> None:
+    """Make the trainer read the reference log-probs from its batches' ``ref_*_logps`` columns instead of running
+    the reference; a dataset passed to ``evaluate()`` later is precomputed by TRL under ``weights_hash``."""
+    trainer._precompute_model_hash = weights_hash
     trainer.precompute_ref_logps = True
     trainer.args.precompute_ref_log_probs = True
-    return with_reference
 
 
 def clear_logged_metrics(trainer, mode: str = "train") -> None:

@@ -8,7 +8,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dpo_recipes"
 
 # Bottom first. A module may import modules of its own layer or of layers below it, never above.
 LAYERS = [
-    {"errors", "files", "runtime", "schemas", "scoring", "run_record", "trl_internals", "retired_options", "packing"},
+    {"errors", "files", "runtime", "schemas", "scoring", "run_record", "trl_internals", "retired_options", "packing"}
+    | {"reference_logps"},
     {"toy_world", "tiny_lm", "smollm2", "judges"},
     {"evaluation"},
     {"pairs"},

@@ -35,9 +35,15 @@ def test_benchmark_suite_quick_run_writes_table_json_and_chart(tmp_path, tiny_sf
         "recipe, speed options on",
         "recipe, packed",
         "recipe, packed + cached reference",
+        "recipe, packed, token budget",
     }
     assert all(seconds > 0 for seconds in varied.values())
+    tokens_per_second = results["throughput_varied"]["real tokens/s"]
+    assert set(tokens_per_second) == set(varied) and all(v > 0 for v in tokens_per_second.values())
     assert set(results["memory"]) == {"full", "lora", "qlora"}
+    packing = results["memory_packing"]
+    assert set(packing) == {"long-tailed, padded", "long-tailed, packed"}
+    assert packing["long-tailed, padded"]["real_tokens"] == packing["long-tailed, packed"]["real_tokens"] > 0
     assert 0 < results["efficiency"]["share_of_peak"] < 1.5
     assert len(results["scaling"]["seconds_by_pairs"]) == 2
     readme = (tmp_path / "README.md").read_text()

@@ -76,6 +76,8 @@ def test_reference_logps_are_computed_once_and_reused_across_runs_and_betas(tmp_
 
     _trainer(tmp_path, pairs, precompute_ref_log_probs=True, beta=0.1, max_length=60)  # another max_length: new key
     assert len(reference_forwards) == 2 * computed
+    _trainer(tmp_path, pairs, precompute_ref_log_probs=True, max_length=96, ld_alpha=0.5)  # LD-DPO weights the ref
+    assert len(reference_forwards) == 3 * computed
 
 
 def test_other_reference_weights_invalidate_the_cache(tmp_path, pairs, reference_forwards):
@@ -145,15 +147,20 @@ def test_packed_training_follows_the_padded_run_step_for_step(tmp_path, pairs):
 def test_token_budget_batches_hold_every_pair_once_within_the_budget(tmp_path, pairs):
     trainer = _trainer(tmp_path, pairs, pack_sequences=True, max_tokens_per_batch=700, max_steps=2)
     tokens = pair_tokens(trainer.train_dataset)
-    sampler = TokenBudgetBatches(tokens, 700, seed=0)
+    sampler = TokenBudgetBatches(tokens, 700, seed=trainer.args.seed)  # the batches the trainer makes
     assert sorted(i for batch in sampler.batches for i in batch) == list(range(len(tokens)))  # each pair once
     assert all(sum(tokens[i] for i in batch) <= 700 or len(batch) == 1 for batch in sampler.batches)
     uneven = TokenBudgetBatches([300, 20, 20, 20, 20, 250, 40], budget=300, seed=0).batches
     assert {len(batch) for batch in uneven} != {1} and any(len(batch) > 2 for batch in uneven)  # by tokens
+    long_tailed = [int(20 + 400 * (i * 0.618 % 1) ** 3) for i in range(200)]
+    next_fit = TokenBudgetBatches(long_tailed, 800, seed=0, window=1).batches  # closes a batch on the first misfit
+    first_fit = TokenBudgetBatches(long_tailed, 800, seed=0).batches
+    assert len(first_fit) < len(next_fit)  # a long pair no longer closes a half-empty batch
+    assert min(sum(long_tailed[i] for i in b) for b in first_fit[:-16]) > 700  # all but the last open ones ~full
     first = list(sampler)
     sampler.set_epoch(1)
     assert sorted(map(tuple, sampler)) == sorted(map(tuple, first)) and list(sampler) != first  # same batches
-    assert TokenBudgetBatches(tokens, 700, seed=0).batches == sampler.batches  # seeded
+    assert TokenBudgetBatches(tokens, 700, seed=trainer.args.seed).batches == sampler.batches  # seeded
     loader = trainer.get_train_dataloader()
     assert len(loader) == len(sampler)
     assert all(int(batch["attention_mask"].sum()) <= 700 or batch["input_ids"].shape[0] == 2 for batch in loader)

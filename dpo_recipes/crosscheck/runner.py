@@ -25,7 +25,8 @@ from dpo_recipes.crosscheck.verify import (
 )
 from dpo_recipes.data import load_preference_splits
 from dpo_recipes.files import atomic_write_text
-from dpo_recipes.models import attach_reference_logps, build_dpo_trainer
+from dpo_recipes.models import build_dpo_trainer
+from dpo_recipes.reference_logps import attach_reference_logps
 
 LOSS_TYPES = (
     "sigmoid",

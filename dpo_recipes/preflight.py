@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import AutoConfig, AutoTokenizer
 
@@ -142,7 +144,25 @@ def settings_problems(script_args, training_args, tokenizer) -> list[str]:
             get_recipe(script_args.dataset_recipe).check_options(recipe_options(script_args))
         except (KeyError, RecipeError, ConfigError) as error:
             problems.append(str(error.args[0]))
-    return problems
+    return problems + sharding_problems(training_args)
+
+
+def sharding_problems(training_args, environ=os.environ, accelerator: bool | None = None) -> list[str]:
+    """FSDP asked for (``accelerate launch --config_file fsdp.yaml`` sets ACCELERATE_USE_FSDP; or DPOConfig's
+    ``fsdp``) on a run without an accelerator. accelerate 1.x enables FSDP only for GPU-like devices: on CPU
+    processes it runs plain data parallelism (MULTI_CPU) without a word, every process holding the whole model,
+    which is not what was asked for (measured: accelerate 1.15, ``Accelerator(cpu=True, fsdp_plugin=...)`` under
+    torchrun → ``DistributedType.MULTI_CPU``)."""
+    asked = environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or bool(training_args.fsdp)
+    if accelerator is None:
+        accelerator = torch.accelerator.is_available()
+    if asked and (training_args.use_cpu or not accelerator):
+        return [
+            "FSDP was asked for, but this run has no GPU: accelerate would silently run plain data parallelism "
+            "(every process holding the whole model) instead of sharding. Launch without the FSDP config "
+            "(DDP: torchrun or recipes/accelerate_configs/multi_gpu.yaml) or on GPUs"
+        ]
+    return []
 
 
 def check_run(script_args, training_args, model_args):

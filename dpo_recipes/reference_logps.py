@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from dpo_recipes import trl_internals
 from dpo_recipes.errors import ConfigError
 from dpo_recipes.files import atomic_path
 
+logger = logging.getLogger(__name__)
 FORMAT = "dpo-recipes reference log-probs v1"
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
@@ -195,3 +197,5 @@ def load_reference_logps(trainer, path: str | Path) -> None:
     elif trainer.eval_dataset is not None:
         trainer.eval_dataset = loaded["eval"]
     trl_internals.use_reference_columns(trainer, weights)
+    counts = ", ".join(f"{len(data)} {name}" for name, data in trainer_splits(trainer).items())
+    logger.info("Reference log-probs of %s pairs read from %s (every key part matches this run)", counts, path)

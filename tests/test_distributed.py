@@ -6,6 +6,7 @@ launches with `torchrun --nproc_per_node 2` (accelerate then sees MULTI_CPU) and
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -62,27 +63,80 @@ def _train(launcher: list[str], output_dir, batch_size: int) -> dict:
     return json.loads((output_dir / "metrics.json").read_text())
 
 
-@pytest.mark.slow
-def test_two_cpu_processes_train_the_same_adapter_as_one(tmp_path, tiny_sft_path):
-    one = _train([sys.executable], tmp_path / "one", batch_size=16)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    two = _train(torchrun, tmp_path / "two", batch_size=8)
+@pytest.fixture(scope="module")
+def one_process(tiny_sft_path, tmp_path_factory):
+    """The baseline: one process, global batch 16, the reference run on the fly."""
+    output_dir = tmp_path_factory.mktemp("one") / "run"
+    return _train([sys.executable], output_dir, batch_size=16), output_dir
 
-    assert (one["run"]["world_size"], two["run"]["world_size"]) == (1, 2)
-    single = load_file(tmp_path / "one" / "adapter_model.safetensors")
-    parallel = load_file(tmp_path / "two" / "adapter_model.safetensors")
+
+def _losses(output_dir) -> list[float]:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return [log["loss"] for log in state["log_history"] if "loss" in log]
+
+
+def _assert_same_training(output_dir, one_process) -> None:
+    """The same adapter and logged losses as the one-process run (which trained: PEFT starts B at zero)."""
+    single = load_file(one_process[1] / "adapter_model.safetensors")
+    parallel = load_file(output_dir / "adapter_model.safetensors")
     assert single.keys() == parallel.keys()
     for name in single:
         torch.testing.assert_close(parallel[name], single[name], **TOLERANCE, msg=name)
-    moved = [name for name in single if "lora_B" in name and single[name].abs().sum() > 0]
-    assert moved  # the runs trained (PEFT starts B at zero), so equal adapters mean equal training
+    assert [name for name in single if "lora_B" in name and single[name].abs().sum() > 0]
+    assert len(_losses(one_process[1])) == 4
+    assert _losses(output_dir) == pytest.approx(_losses(one_process[1]), rel=1e-4)
 
-    def losses(run):
-        state = json.loads((tmp_path / run / "trainer_state.json").read_text())
-        return [log["loss"] for log in state["log_history"] if "loss" in log]
 
-    assert len(losses("one")) == 4
-    assert losses("two") == pytest.approx(losses("one"), rel=1e-4)
+@pytest.mark.slow
+def test_two_cpu_processes_train_the_same_adapter_as_one(tmp_path, one_process):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    two = _train(torchrun, tmp_path / "two", batch_size=8)
+    assert (one_process[0]["run"]["world_size"], two["run"]["world_size"]) == (1, 2)
+    _assert_same_training(tmp_path / "two", one_process)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_reading_one_reference_file_train_as_one_process(tmp_path, one_process):
+    """The README's multi-node launch as 2 "nodes" × 1 process on the loopback address, every rank reading the
+    reference log-probs from one file written once beforehand; equal to one process running the reference."""
+    reference = tmp_path / "reference.safetensors"
+    write = [sys.executable, "-m", "dpo_recipes", "reference-logps", *COMMON, "--output_dir", str(tmp_path / "ref")]
+    done = subprocess.run([*write, "--output_file", str(reference)], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0 and reference.is_file(), done.stderr[-4000:]
+
+    port, output_dir = str(_free_port()), tmp_path / "nodes"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    nodes = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"),
+                *("--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", port),
+                str(REPO / "recipes" / "zephyr_style.py"),
+                *COMMON,
+                *("--output_dir", str(output_dir), "--per_device_train_batch_size", "8"),
+                *("--reference_logps", str(reference), "--torch_threads", "1"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=900) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["run"]["world_size"] == 2
+    for _, log in outputs:  # each rank read the file and ran no reference forward of its own
+        assert f"read from {reference}" in log and "Computing reference log probs" not in log
+    _assert_same_training(output_dir, one_process)
 
 
 # FSDP2: accelerate runs its FSDP plugin only on GPU-like devices, so on CPU the recipe refuses the FSDP config

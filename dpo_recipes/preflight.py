@@ -148,19 +148,28 @@ def settings_problems(script_args, training_args, tokenizer) -> list[str]:
 
 
 def sharding_problems(training_args, environ=os.environ, accelerator: bool | None = None) -> list[str]:
-    """FSDP asked for (``accelerate launch --config_file fsdp.yaml`` sets ACCELERATE_USE_FSDP; or DPOConfig's
-    ``fsdp``) on a run without an accelerator. accelerate 1.x enables FSDP only for GPU-like devices: on CPU
-    processes it runs plain data parallelism (MULTI_CPU) without a word, every process holding the whole model,
-    which is not what was asked for (measured: accelerate 1.15, ``Accelerator(cpu=True, fsdp_plugin=...)`` under
-    torchrun → ``DistributedType.MULTI_CPU``)."""
-    asked = environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or bool(training_args.fsdp)
+    """FSDP or DeepSpeed asked for (``accelerate launch --config_file fsdp.yaml`` / ``deepspeed_zero*.yaml`` set
+    ACCELERATE_USE_FSDP / ACCELERATE_USE_DEEPSPEED; or DPOConfig's ``fsdp`` / ``deepspeed``) on a run without an
+    accelerator. accelerate 1.x drives both only on GPU-like devices. Measured with accelerate 1.15 and 2 CPU
+    processes: with ``use_cpu`` it runs plain data parallelism (MULTI_CPU) without a word, every process holding
+    the whole model, which is not what was asked for; without it, DeepSpeed starts with a world size of 1 and
+    stops at DeepSpeed's batch-size assertion (``8 != 8 * 1 * 2``)."""
+    asked = [
+        name
+        for name, flag, setting in (
+            ("FSDP", "ACCELERATE_USE_FSDP", training_args.fsdp),
+            ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED", training_args.deepspeed),
+        )
+        if environ.get(flag, "false").lower() == "true" or bool(setting)
+    ]
     if accelerator is None:
         accelerator = torch.accelerator.is_available()
     if asked and (training_args.use_cpu or not accelerator):
         return [
-            "FSDP was asked for, but this run has no GPU: accelerate would silently run plain data parallelism "
-            "(every process holding the whole model) instead of sharding. Launch without the FSDP config "
-            "(DDP: torchrun or recipes/accelerate_configs/multi_gpu.yaml) or on GPUs"
+            f"{' and '.join(asked)} was asked for, but this run has no GPU: accelerate drives it only on GPUs, "
+            "and on CPU processes would silently run plain data parallelism (every process holding the whole "
+            "model) instead of sharding. Launch without that config (DDP: torchrun, or "
+            "recipes/accelerate_configs/multi_gpu.yaml) or on GPUs"
         ]
     return []
 

@@ -139,10 +139,11 @@ def test_two_nodes_reading_one_reference_file_train_as_one_process(tmp_path, one
     _assert_same_training(output_dir, one_process)
 
 
-# FSDP2: accelerate runs its FSDP plugin only on GPU-like devices, so on CPU the recipe refuses the FSDP config
-# (preflight.sharding_problems) and tests/fsdp2_worker.py shards the recipe's trainer with torch's fully_shard
-# directly, as accelerate's FSDP2 plugin would. Measured: LoRA max |Δ| 2.3e-7, full 1.8e-6 after 4 AdamW steps.
-WORKER = str(REPO / "tests" / "fsdp2_worker.py")
+# FSDP2 and ZeRO-3: accelerate drives them only on GPU-like devices, so on CPU the recipe refuses those configs
+# (preflight.sharding_problems) and tests/sharded_worker.py shards the recipe's trainer with torch's fully_shard
+# or deepspeed.initialize directly, as accelerate and TRL would on GPUs. Measured after 4 AdamW steps against one
+# process: FSDP2 LoRA max |Δweight| 2.3e-7, full 1.8e-6; ZeRO-3 LoRA 2.6e-7, full 1.8e-6.
+WORKER = str(REPO / "tests" / "sharded_worker.py")
 TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
@@ -176,6 +177,19 @@ def test_fsdp2_sharded_training_equals_one_process(tmp_path, tiny_sft_path, poli
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("policy", ["lora", "full"])
+def test_deepspeed_zero3_training_equals_one_process(tmp_path, tiny_sft_path, policy):
+    """ZeRO-3 partitions every parameter (persistence threshold 0), gradient and optimizer state; a full
+    fine-tune's reference is a partitioned inference engine in eval mode, as TRL's prepare_deepspeed makes it."""
+    one = _worker([sys.executable], tmp_path / "one", "--policy", policy)
+    zero3 = _worker(TORCHRUN_2, tmp_path / "zero3", "--policy", policy, "--engine", "zero3")
+    assert zero3["world"] == 2 and zero3["parameter_types"] == ["ZeRO-3"]
+    assert not zero3["reference_in_train_mode"]
+    assert zero3["losses"] == pytest.approx(one["losses"], rel=1e-5) and one["losses"][-1] < one["losses"][0]
+    _assert_same_weights(tmp_path / "one", tmp_path / "zero3", **TOLERANCE)
+
+
+@pytest.mark.slow
 def test_fsdp2_sharded_checkpoint_resumes_where_it_stopped(tmp_path, tiny_sft_path):
     whole = _worker(TORCHRUN_2, tmp_path / "whole", "--policy", "full")
     first = _worker(TORCHRUN_2, tmp_path / "first", "--policy", "full", "--stop-after", "2")
@@ -192,7 +206,7 @@ def test_fsdp2_sharded_checkpoint_resumes_where_it_stopped(tmp_path, tiny_sft_pa
         _assert_same_weights(tmp_path / "whole", tmp_path / "first", rtol=0, atol=1e-6)
 
 
-def test_an_fsdp_launch_without_a_gpu_is_refused_not_silently_run_as_ddp():
+def test_an_fsdp_or_deepspeed_launch_without_a_gpu_is_refused_not_silently_run_as_ddp():
     from trl import DPOConfig
 
     from dpo_recipes.preflight import sharding_problems
@@ -200,6 +214,8 @@ def test_an_fsdp_launch_without_a_gpu_is_refused_not_silently_run_as_ddp():
     args = DPOConfig(output_dir="/tmp/unused", use_cpu=True, report_to="none")
     assert "silently run plain data parallelism" in sharding_problems(args, {"ACCELERATE_USE_FSDP": "true"})[0]
     assert sharding_problems(args, {}) == []
+    deepspeed = sharding_problems(args, {"ACCELERATE_USE_DEEPSPEED": "true"})
+    assert deepspeed and deepspeed[0].startswith("DeepSpeed was asked for")
     args.use_cpu = False  # as on a GPU machine
     assert sharding_problems(args, {"ACCELERATE_USE_FSDP": "true"}, accelerator=True) == []
     assert sharding_problems(args, {"ACCELERATE_USE_FSDP": "true"}, accelerator=False) != []

@@ -67,8 +67,11 @@ def test_accelerate_config_is_valid_for_accelerate(config):
         "deepspeed_zero2.yaml": ("DEEPSPEED", 8),
         "deepspeed_zero3.yaml": ("DEEPSPEED", 8),
         "fsdp.yaml": ("FSDP", 8),
+        "multi_node.yaml": ("MULTI_GPU", 16),
     }[config.name]
     assert (cluster.distributed_type.value, cluster.num_processes) == expected
+    if config.name == "multi_node.yaml":
+        assert (cluster.num_machines, cluster.machine_rank, cluster.main_process_port) == (2, 0, 29500)
     if cluster.deepspeed_config:
         assert cluster.deepspeed_config["zero_stage"] == (3 if "zero3" in config.name else 2)
     assert "recipes/zephyr_style.py" in config.read_text()  # each documents its launch line

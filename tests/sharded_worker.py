@@ -1,14 +1,16 @@
-"""A DPO run sharded with PyTorch FSDP2 (``fully_shard``) on CPU processes (gloo), for tests/test_distributed.py.
+"""A DPO run sharded with PyTorch FSDP2 (``fully_shard``) or DeepSpeed ZeRO-3 on CPU processes (gloo), for
+tests/test_distributed.py.
 
-accelerate enables its FSDP plugin only on GPU-like devices (on CPU it runs plain data parallelism; see
+accelerate drives FSDP and DeepSpeed only on GPU-like devices (on CPU it runs plain data parallelism; see
 `dpo_recipes.preflight.sharding_problems`), so this is the closest path that runs here: the trainer the recipe
 builds (`build_dpo_trainer`: TRL's collator, loss and reference: the adapter disabled for LoRA, a separate model
-for a full fine-tune), its policy and reference sharded per decoder layer as accelerate's FSDP2 plugin does
-(TRANSFORMER_BASED_WRAP), TRL's ``compute_loss`` on each rank's share of a global batch, AdamW on the sharded
-parameters, and a sharded checkpoint (torch.distributed.checkpoint) saved and resumed.
+for a full fine-tune), its policy and reference sharded as accelerate and TRL shard them on GPUs, TRL's
+``compute_loss`` on each rank's share of a global batch, AdamW on the sharded parameters; for FSDP2 also a
+sharded checkpoint (torch.distributed.checkpoint) saved and resumed.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/fsdp2_worker.py OUT --policy lora
-    python tests/fsdp2_worker.py OUT --policy lora          # one process, unsharded: the baseline
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/sharded_worker.py OUT --policy lora
+    python -m torch.distributed.run ... tests/sharded_worker.py OUT --policy full --engine zero3
+    python tests/sharded_worker.py OUT --policy lora          # one process, unsharded: the baseline
 
 Writes OUT/losses.json (rank 0) and OUT/weights.safetensors (the trainable weights, gathered in full).
 """
@@ -46,7 +48,7 @@ POLICIES = {
 
 
 def shard(model, mesh) -> None:
-    """FSDP2 as accelerate applies it: every decoder layer its own unit, then the root."""
+    """FSDP2 as accelerate applies it (TRANSFORMER_BASED_WRAP): every decoder layer its own unit, then the root."""
     for module in model.modules():
         if type(module).__name__.endswith("DecoderLayer"):
             fully_shard(module, mesh=mesh)
@@ -69,17 +71,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--stop-after", type=int, help="save a sharded checkpoint after this step and stop")
     parser.add_argument("--resume", help="a sharded checkpoint to continue from")
+    parser.add_argument("--engine", choices=["fsdp2", "zero3"], default="fsdp2", help="how to shard (zero3: DeepSpeed)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # two processes on two cores: one thread each, never 2 × 2
     sharded = "WORLD_SIZE" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if sharded else (0, 1)
-    if sharded:
+    if sharded and args.engine == "fsdp2":
         dist.init_process_group("gloo")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     trainer = trainer_for(args.policy, str(out / "trainer"))
     model = trainer.model
+    if args.engine == "zero3":
+        return train_zero3(trainer, args, out, rank, world)
     if sharded:
         mesh = init_device_mesh("cpu", (world,))
         shard(model, mesh)
@@ -127,6 +132,48 @@ def main() -> None:
         (out / "losses.json").write_text(json.dumps(summary))
     if sharded:
         dist.destroy_process_group()
+
+
+def train_zero3(trainer, args, out: Path, rank: int, world: int) -> None:
+    """DeepSpeed ZeRO-3 as TRL sets it up on GPUs: the policy in a training engine (parameters, gradients and
+    optimizer state partitioned), a separate reference in an inference engine partitioned the same way
+    (``trl.models.utils.prepare_deepspeed``: no optimizer); TRL's compute_loss on each rank's share."""
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    share = GLOBAL_BATCH // world
+    config = {
+        "train_micro_batch_size_per_gpu": share,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},  # partition every tensor
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "weight_decay": 0.01, "torch_adam": True}},
+    }
+    trainable = [p for p in trainer.model.parameters() if p.requires_grad]
+    engine, *_ = deepspeed.initialize(model=trainer.model, model_parameters=trainable, config=config)
+    if trainer.ref_model is not None:
+        reference_config = {key: value for key, value in config.items() if key != "optimizer"}
+        trainer.ref_model = deepspeed.initialize(model=trainer.ref_model, config=reference_config)[0]
+        trainer.ref_model.eval()
+    engine.train()
+    rows, losses = trainer.train_dataset, []
+    for step in range(args.steps):
+        start = step * GLOBAL_BATCH + rank * share
+        loss = trainer.compute_loss(engine, trainer.data_collator([rows[i] for i in range(start, start + share)]))
+        engine.backward(loss)
+        engine.step()
+        total = loss.detach().clone()
+        dist.all_reduce(total)
+        losses.append(total.item() / world)
+    names = {id(p): n for n, p in engine.module.named_parameters()}
+    with deepspeed.zero.GatheredParameters([p for p in engine.module.parameters() if p.requires_grad]):
+        weights = {names[id(p)]: p.detach().clone() for p in engine.module.parameters() if p.requires_grad}
+    if rank == 0:
+        save_file(weights, str(out / "weights.safetensors"))
+        partitioned = all(hasattr(p, "ds_id") and p.numel() == 0 for p in engine.module.parameters())
+        summary = {"losses": losses, "world": world, "parameter_types": ["ZeRO-3"] if partitioned else ["?"]}
+        reference = getattr(trainer.ref_model, "module", None)  # the engine's own flag stays True; its module's
+        summary["reference_in_train_mode"] = reference is not None and reference.training
+        (out / "losses.json").write_text(json.dumps(summary))
 
 
 if __name__ == "__main__":

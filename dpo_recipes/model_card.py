@@ -192,6 +192,8 @@ def _method(run: RunRecord, model_args) -> str:
     reference = "a frozen copy of the starting model"
     if run.peft:
         reference = "the base model with the adapter disabled (one set of weights)"
+    if run.reference_logps:
+        reference += f"; its log-probs were read from {code(run.reference_logps)}, computed once and checked"
     return (
         f"Direct Preference Optimization (loss {' + '.join(run.loss_type)}, β = {run.beta}) of {code(run.model)} "
         f"with TRL's DPOTrainer, training {method}. The reference policy is {reference}. Built with dpo-recipes."

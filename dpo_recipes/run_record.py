@@ -25,6 +25,7 @@ class RunRecord:
     learning_rate: float | None = None
     world_size: int = 1
     judge: str | None = None
+    reference_logps: str | None = None  # the file the reference log-probs were read from, if any
 
     @classmethod
     def from_args(cls, script_args, training_args, model_args) -> RunRecord:
@@ -43,6 +44,7 @@ class RunRecord:
             learning_rate=training_args.learning_rate,
             world_size=training_args.world_size,
             judge=script_args.judge,
+            reference_logps=script_args.reference_logps,
         )
 
     def to_json(self) -> dict:

@@ -62,3 +62,48 @@ PR_SET_PDEATHSIG = 1
 
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(f"stopped by signal {signum} (the launcher ended or the run was asked to stop)")
+
+
+def finish_collectives(accelerator) -> None:
+    """After a run's last collective: every rank waits for the others, then every rank but the main one closes
+    its process group (it has nothing left to do); the main one goes on writing outputs and closes its own at
+    the end (`close_process_group`).
+
+    A rank that exited with its gloo process group open was aborted by the C++ runtime ("terminate called
+    without an active exception", SIGABRT) about once in 10 two-process CPU runs, and the launcher then killed
+    the main process mid-write. The main process keeps its group until it is done: closing it earlier would make
+    the next TrainingArguments it builds (the model card compares against a default DPOConfig) set up a new
+    process group and wait forever for ranks that have left."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            torch.distributed.destroy_process_group()
+
+
+def close_process_group() -> None:
+    """Close this process's process group, if it has one (the last thing a distributed run does)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+# Variables a distributed launcher (torchrun, accelerate launch) sets for its workers. A helper process started
+# by a worker must not inherit them, or it would join (and wait for) the run's process group.
+LAUNCHER_VARIABLES = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+)
+
+
+def single_process_environment(**changes: str) -> dict[str, str]:
+    """This process's environment without the launcher's variables (plus ``changes``), for a helper process."""
+    environment = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
+    return {**environment, **changes}

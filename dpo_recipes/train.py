@@ -39,7 +39,7 @@ from dpo_recipes.reference_logps import read_reference_logps, save_reference_log
 from dpo_recipes.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
 from dpo_recipes.retired_options import check_removed, ignored_warnings
 from dpo_recipes.run_record import RunRecord
-from dpo_recipes.runtime import configure_threads, stop_with_launcher
+from dpo_recipes.runtime import close_process_group, configure_threads, finish_collectives, stop_with_launcher
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +299,9 @@ def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mod
     name_run(script_args, training_args, model_args)
     tokenizer = check_run(script_args, training_args, model_args)  # seconds, before any weights or data load
     with output_dir_lock(training_args.output_dir):
-        return run(script_args, training_args, model_args, tokenizer)
+        metrics = run(script_args, training_args, model_args, tokenizer)
+    close_process_group()
+    return metrics
 
 
 def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig, tokenizer=None) -> dict:
@@ -329,6 +331,7 @@ def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mode
     save_final_model(trainer, training_args.output_dir)
     logger.info("Held-out evaluation after training")
     eval_after = trainer.evaluate()
+    finish_collectives(trainer.accelerator)  # the last collective is behind us; the rest is the main process's
     if not trainer.accelerator.is_main_process:
         return {}
 
@@ -442,13 +445,15 @@ def write_reference_logps(
     trainer = build_trainer(
         script_args, trl_internals.trainer_config(training_args, precompute_ref_log_probs=True), model_args, splits
     )
+    finish_collectives(trainer.accelerator)  # the precompute gathered every rank's share; writing is rank 0's
+    key = {}
     if trainer.accelerator.is_main_process:
         save_reference_logps(trainer, output_file)
         key = read_reference_logps(output_file)[1]
         counts = {name: len(data) for name, data in trainer_splits(trainer).items()}
         logger.info("Wrote the reference log-probs of %s to %s; key: %s", counts, output_file, key)
-        return key
-    return {}
+    close_process_group()
+    return key
 
 
 def reference_logps_from_command_line(argv: list[str] | None = None, prog: str | None = None) -> dict[str, str]:

@@ -121,6 +121,7 @@ def test_two_nodes_reading_one_reference_file_train_as_one_process(tmp_path, one
                 *COMMON,
                 *("--output_dir", str(output_dir), "--per_device_train_batch_size", "8"),
                 *("--reference_logps", str(reference), "--torch_threads", "1"),
+                *("--crosscheck", "true"),  # a helper process of rank 0: must not join the run's process group
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -133,7 +134,9 @@ def test_two_nodes_reading_one_reference_file_train_as_one_process(tmp_path, one
     outputs = [node.communicate(timeout=900) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
     metrics = json.loads((output_dir / "metrics.json").read_text())
-    assert metrics["run"]["world_size"] == 2
+    assert metrics["run"]["world_size"] == 2 and metrics["run"]["reference_logps"] == str(reference)
+    assert "computed once and checked" in (output_dir / "README.md").read_text()  # the model card says so
+    assert [r["passed"] for r in json.loads((output_dir / "crosscheck.json").read_text())["results"]] == [True]
     for _, log in outputs:  # each rank read the file and ran no reference forward of its own
         assert f"read from {reference}" in log and "Computing reference log probs" not in log
     _assert_same_training(output_dir, one_process)
@@ -219,3 +222,13 @@ def test_an_fsdp_or_deepspeed_launch_without_a_gpu_is_refused_not_silently_run_a
     args.use_cpu = False  # as on a GPU machine
     assert sharding_problems(args, {"ACCELERATE_USE_FSDP": "true"}, accelerator=True) == []
     assert sharding_problems(args, {"ACCELERATE_USE_FSDP": "true"}, accelerator=False) != []
+
+
+def test_helper_processes_do_not_inherit_the_launchers_variables(monkeypatch):
+    from dpo_recipes.runtime import single_process_environment
+
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "29500", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    environment = single_process_environment(CUDA_VISIBLE_DEVICES="")
+    assert not {"RANK", "WORLD_SIZE", "MASTER_PORT", "LOCAL_RANK"} & set(environment)
+    assert environment["CUDA_VISIBLE_DEVICES"] == "" and environment["PATH"] == os.environ["PATH"]

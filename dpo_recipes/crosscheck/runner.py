@@ -27,6 +27,7 @@ from dpo_recipes.data import load_preference_splits
 from dpo_recipes.files import atomic_write_text
 from dpo_recipes.models import build_dpo_trainer
 from dpo_recipes.reference_logps import attach_reference_logps
+from dpo_recipes.runtime import single_process_environment
 
 LOSS_TYPES = (
     "sigmoid",
@@ -273,7 +274,9 @@ def crosscheck_in_subprocess(setting: Setting, policy: str, json_path: str, n_pa
     if os.path.exists(json_path):
         os.unlink(json_path)  # never report a previous run's verdict
     command = [sys.executable, "-m", "dpo_recipes.crosscheck.runner", json.dumps(request)]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    # its own single process: not a member of the calling run's process group, not on its GPU
+    environment = single_process_environment(CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(command, capture_output=True, text=True, env=environment)
     if not os.path.exists(json_path):
         return {"skipped": f"the cross-check could not run: {done.stderr.strip().splitlines()[-1:]}"}
     with open(json_path) as results:

@@ -174,6 +174,7 @@ def train_zero3(trainer, args, out: Path, rank: int, world: int) -> None:
         reference = getattr(trainer.ref_model, "module", None)  # the engine's own flag stays True; its module's
         summary["reference_in_train_mode"] = reference is not None and reference.training
         (out / "losses.json").write_text(json.dumps(summary))
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -45,10 +45,13 @@ COMMON = [
 # separately, then an all-reduce) differ by ~1e-7, and Adam's division by sqrt(v) amplifies that over four
 # steps: measured max |difference| 2.3e-6 on weights of order 1e-2, logged losses equal to 7 digits.
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+# One thread per process (2 processes × 2 threads on 2 cores stall each other); CPU only; and a Python traceback
+# of every thread if a process is aborted by a signal, so a rare crash says where it happened.
+PROCESS_ENV = {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONFAULTHANDLER": "1"}
 
 
 def _train(launcher: list[str], output_dir, batch_size: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, **PROCESS_ENV}
     command = [
         *launcher,
         str(REPO / "recipes" / "zephyr_style.py"),
@@ -111,7 +114,7 @@ def test_two_nodes_reading_one_reference_file_train_as_one_process(tmp_path, one
     assert done.returncode == 0 and reference.is_file(), done.stderr[-4000:]
 
     port, output_dir = str(_free_port()), tmp_path / "nodes"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, **PROCESS_ENV}
     nodes = [
         subprocess.Popen(
             [
@@ -151,7 +154,7 @@ TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--
 
 
 def _worker(launcher: list[str], output_dir, *flags: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, **PROCESS_ENV}
     done = subprocess.run(
         [*launcher, WORKER, str(output_dir), *flags], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
     )

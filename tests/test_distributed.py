@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -48,10 +49,46 @@ TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 # One thread per process (2 processes × 2 threads on 2 cores stall each other); CPU only; and a Python traceback
 # of every thread if a process is aborted by a signal, so a rare crash says where it happened.
 PROCESS_ENV = {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONFAULTHANDLER": "1"}
+# A process of a multi-process CPU run here is, rarely, aborted by the C++ runtime or gloo outside any code of
+# this project ("terminate called without an active exception" as a process ends; gloo's loopback connect
+# refused at start): about 1 in 60 looped launches, more often inside the whole suite. Such a launch is retried
+# once, with a warning that carries the crashed process's stack; any other failure fails at once.
+INFRASTRUCTURE_ABORTS = ("terminate called without an active exception", "Fatal Python error: Aborted")
+INFRASTRUCTURE_ABORTS += ("connectFullMesh failed",)
+
+
+def crash_report(stderr: str) -> str:
+    """The part of a failed launch's stderr that says where it failed: faulthandler's stacks, else the tail."""
+    start = stderr.find("Fatal Python error")
+    return stderr[start : start + 6000] if start >= 0 else stderr[-4000:]
+
+
+def launch(*commands: list[str], timeout: int = 900) -> list[subprocess.CompletedProcess]:
+    """Run ``commands`` side by side (the processes of one distributed run) until all end; retried once when
+    a process was aborted by the runtime (INFRASTRUCTURE_ABORTS), never for any other failure."""
+    env = {**os.environ, **PROCESS_ENV}
+    for attempt in (1, 2):
+        processes = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+            for command in commands
+        ]
+        outputs = [process.communicate(timeout=timeout) for process in processes]
+        done = [
+            subprocess.CompletedProcess(process.args, process.returncode, out, err)
+            for process, (out, err) in zip(processes, outputs, strict=True)
+        ]
+        failed = [d for d in done if d.returncode != 0]
+        aborted = failed and all(any(sign in d.stderr for sign in INFRASTRUCTURE_ABORTS) for d in failed)
+        if not aborted or attempt == 2:
+            break
+        report = crash_report(failed[0].stderr)
+        warnings.warn(f"a process was aborted by the runtime; launching again:\n{report}", stacklevel=2)
+    for result in done:
+        assert result.returncode == 0, crash_report(result.stderr)
+    return done
 
 
 def _train(launcher: list[str], output_dir, batch_size: int) -> dict:
-    env = {**os.environ, **PROCESS_ENV}
     command = [
         *launcher,
         str(REPO / "recipes" / "zephyr_style.py"),
@@ -61,8 +98,7 @@ def _train(launcher: list[str], output_dir, batch_size: int) -> dict:
         "--per_device_train_batch_size",
         str(batch_size),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
+    launch(command)
     return json.loads((output_dir / "metrics.json").read_text())
 
 
@@ -114,9 +150,8 @@ def test_two_nodes_reading_one_reference_file_train_as_one_process(tmp_path, one
     assert done.returncode == 0 and reference.is_file(), done.stderr[-4000:]
 
     port, output_dir = str(_free_port()), tmp_path / "nodes"
-    env = {**os.environ, **PROCESS_ENV}
-    nodes = [
-        subprocess.Popen(
+    nodes = launch(
+        *[
             [
                 *(sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"),
                 *("--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", port),
@@ -125,23 +160,16 @@ def test_two_nodes_reading_one_reference_file_train_as_one_process(tmp_path, one
                 *("--output_dir", str(output_dir), "--per_device_train_batch_size", "8"),
                 *("--reference_logps", str(reference), "--torch_threads", "1"),
                 *("--crosscheck", "true"),  # a helper process of rank 0: must not join the run's process group
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=REPO,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = [node.communicate(timeout=900) for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+            ]
+            for rank in (0, 1)
+        ]
+    )
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["run"]["world_size"] == 2 and metrics["run"]["reference_logps"] == str(reference)
     assert "computed once and checked" in (output_dir / "README.md").read_text()  # the model card says so
     assert [r["passed"] for r in json.loads((output_dir / "crosscheck.json").read_text())["results"]] == [True]
-    for _, log in outputs:  # each rank read the file and ran no reference forward of its own
-        assert f"read from {reference}" in log and "Computing reference log probs" not in log
+    for node in nodes:  # each rank read the file and ran no reference forward of its own
+        assert f"read from {reference}" in node.stderr and "Computing reference log probs" not in node.stderr
     _assert_same_training(output_dir, one_process)
 
 
@@ -154,11 +182,7 @@ TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--
 
 
 def _worker(launcher: list[str], output_dir, *flags: str) -> dict:
-    env = {**os.environ, **PROCESS_ENV}
-    done = subprocess.run(
-        [*launcher, WORKER, str(output_dir), *flags], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    launch([*launcher, WORKER, str(output_dir), *flags], timeout=600)
     return json.loads((output_dir / "losses.json").read_text())
 
 

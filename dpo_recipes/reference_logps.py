@@ -136,6 +136,13 @@ def save_reference_logps(trainer, path: str | Path) -> Path:
         for name, data in splits.items()
         for column in COLUMNS
     }
+    for name, values in tensors.items():  # a NaN or -inf reference would turn every loss it touches into NaN
+        bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(
+                f"reference log-probs {name}: row {bad[0]} is {values[bad[0]].item()} ({len(bad)} rows not finite); "
+                "nothing written (a reference in fp16 can overflow: compute it in fp32 or bf16)"
+            )
     metadata = {"format": FORMAT, **reference_key(trainer)}
     metadata["checksum"] = checksum(tensors, metadata)
     with atomic_path(path) as scratch:

@@ -2,37 +2,25 @@
 them trains exactly as the one that runs the reference; a file made for anything else is refused by name."""
 
 import dataclasses
-import uuid
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import DPOConfig, DPOTrainer, ModelConfig
+from trl import DPOConfig, DPOTrainer
 
 from dpo_recipes import embedded
-from dpo_recipes.data import load_preference_splits
 from dpo_recipes.errors import ConfigError
 from dpo_recipes.models import build_dpo_trainer
 from dpo_recipes.reference_logps import read_reference_logps, save_reference_logps
 
-MODEL = ModelConfig(
-    model_name_or_path=embedded.TINY_SFT,
-    dtype="float32",
-    use_peft=True,
-    lora_r=4,
-    lora_target_modules=["q_proj", "v_proj"],
-)
+from .conftest import tiny_lora
+
+MODEL = tiny_lora()
 
 
 @pytest.fixture(scope="module")
-def pairs(tiny_sft_path):
-    data = load_preference_splits(embedded.WORLD, "ultrafeedback_binarized", {"t": "test_prefs"})["t"].dataset
-    word = uuid.uuid4().hex  # new tokens: no datasets cache of an earlier session answers
-
-    def mark(row: dict) -> dict:
-        return {"prompt": [{"role": "user", "content": f"{row['prompt'][-1]['content']} {word}"}]}
-
-    return data.select(range(24)).map(mark)
+def pairs(uncached_pairs):
+    return uncached_pairs.select(range(24))
 
 
 def _trainer(tmp_path, pairs, reference_logps=None, eval_pairs=None, **settings):
@@ -128,3 +116,17 @@ def test_other_reference_weights_are_refused(tmp_path, pairs, stored):
     )
     with pytest.raises(ConfigError, match="reference_weights: run"):
         build_dpo_trainer(other, args, pairs, pairs.select(range(8)), reference_logps=str(stored[0]))
+
+
+def test_non_finite_reference_log_probs_are_not_written(tmp_path, pairs, stored):
+    trainer = stored[1]
+    values = list(trainer.train_dataset["ref_rejected_logps"])
+    values[5] = float("-inf")
+    original = trainer.train_dataset
+    trainer.train_dataset = original.remove_columns("ref_rejected_logps").add_column("ref_rejected_logps", values)
+    try:
+        with pytest.raises(ValueError, match="train/ref_rejected_logps: row 5 is -inf"):
+            save_reference_logps(trainer, tmp_path / "bad.safetensors")
+    finally:
+        trainer.train_dataset = original
+    assert not (tmp_path / "bad.safetensors").exists()

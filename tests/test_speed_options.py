@@ -2,39 +2,24 @@
 change that alters the log-probs; length grouping keeps pairs whole, pads less and is deterministic; packed
 (padding-free) training follows the padded run step for step."""
 
-import uuid
-
 import pytest
 import torch
 from transformers import set_seed
 from trl import DPOConfig, DPOTrainer, ModelConfig
 
 from dpo_recipes import embedded
-from dpo_recipes.data import load_preference_splits
 from dpo_recipes.errors import ConfigError
 from dpo_recipes.models import build_dpo_trainer
 from dpo_recipes.packing import TokenBudgetBatches, masks_documents, pack_trainer, pair_tokens
 
-MODEL = ModelConfig(
-    model_name_or_path=embedded.TINY_SFT,
-    dtype="float32",
-    use_peft=True,
-    lora_r=4,
-    lora_target_modules=["q_proj", "v_proj"],
-)
+from .conftest import tiny_lora
+
+MODEL = tiny_lora()
 
 
 @pytest.fixture(scope="module")
-def pairs(tiny_sft_path):
-    """96 held-out pairs whose prompts end in a word of this session's own, so their tokens (the cache key) are
-    new and no earlier test session's cache can answer."""
-    data = load_preference_splits(embedded.WORLD, "ultrafeedback_binarized", {"t": "test_prefs"})["t"].dataset
-    word = uuid.uuid4().hex
-
-    def mark(row: dict) -> dict:
-        return {"prompt": [{"role": "user", "content": f"{row['prompt'][-1]['content']} {word}"}]}
-
-    return data.select(range(96)).map(mark)
+def pairs(uncached_pairs):
+    return uncached_pairs
 
 
 def _trainer(tmp_path, pairs, pack_sequences=False, max_tokens_per_batch=None, **settings):

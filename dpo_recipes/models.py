@@ -10,6 +10,7 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config, get_quantization_config
 
 from dpo_recipes import embedded, trl_internals
+from dpo_recipes.errors import ConfigError
 from dpo_recipes.packing import batch_by_tokens, pack_trainer
 from dpo_recipes.reference_logps import attach_reference_logps, load_reference_logps
 
@@ -59,6 +60,14 @@ def build_dpo_trainer(
     (`dpo_recipes.packing`); with ``max_tokens_per_batch`` training batches are made by real tokens, not by
     pairs. The trainer works on a copy of ``training_args``; the caller's is left as given.
     """
+    fixed_reference = reference_logps or training_args.precompute_ref_log_probs
+    if training_args.sync_ref_model and fixed_reference:
+        # TRL refuses this pair itself, but only when its own precompute flag is on at construction, and here
+        # the flag is off then (the log-probs are attached afterwards): say it here instead
+        raise ConfigError(
+            "sync_ref_model updates the reference during training, so precomputed reference log-probs "
+            "(precompute_ref_log_probs, reference_logps) would go stale: use one or the other"
+        )
     grouped = training_args.train_sampling_strategy == "group_by_length"
     args = trl_internals.trainer_config(
         training_args,

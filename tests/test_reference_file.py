@@ -130,3 +130,20 @@ def test_non_finite_reference_log_probs_are_not_written(tmp_path, pairs, stored)
     finally:
         trainer.train_dataset = original
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+@pytest.mark.parametrize("fixed", ["reference_logps", "precompute_ref_log_probs"])
+def test_a_fixed_reference_is_refused_with_a_reference_that_moves(tmp_path, pairs, stored, fixed):
+    """A full fine-tune (TRL's sync_ref_model needs a separate reference model) with a moving reference."""
+    full = dataclasses.replace(MODEL, use_peft=False)
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        sync_ref_model=True,
+        precompute_ref_log_probs=fixed == "precompute_ref_log_probs",
+    )
+    reference = str(stored[0]) if fixed == "reference_logps" else None
+    with pytest.raises(ConfigError, match="sync_ref_model updates the reference"):
+        build_dpo_trainer(full, args, pairs, reference_logps=reference)

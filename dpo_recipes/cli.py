@@ -143,8 +143,14 @@ def crosscheck(args) -> None:
     results = runner.crosscheck(args.loss_type, args.policy, data, settings=settings, dtype=args.dtype)
     extra = [] if args.skip_training_checks else runner.training_checks(args.policy, data, args.dtype)
     print(runner.render(results))
+    coarse = [r.setting for r in results if not r.sensitive]
+    if coarse:
+        print(
+            f"Not verified to 1% at {args.dtype} (the rounding of this precision is as large as a 1% error "
+            f"there; run --dtype float32 to verify them): {'; '.join(coarse)}"
+        )
     for row in extra:
-        measured = f"{row.trl:.3g} (reference {row.reference:.7g}, tol {row.tolerance:g})"
+        measured = f"{row.trl:.3g} (reference {row.reference:.7g}, bound {row.tolerance:g})"
         variant = f"; TRL-style value {row.variant:.3g}" if row.variant is not None else ""
         print(f"{row.verdict.upper():<9} {row.quantity}: {measured}{variant}")
     if any(row.verdict == "departure" for row in extra):
@@ -356,7 +362,8 @@ def _add_crosscheck_command(commands) -> None:
         "--dtype",
         choices=["float32", "bfloat16"],
         default="float32",
-        help="compute dtype of the model (tolerances follow it: see crosscheck/verify.py)",
+        help="compute dtype of the model (every bound is derived from the computation at that precision: see "
+        "dpo_recipes/crosscheck/tolerances.py)",
     )
     check.add_argument("--json", help="also write the results as JSON to this path")
     check.add_argument(

@@ -86,7 +86,7 @@ def crosscheck_section(crosscheck: dict | None) -> list[str]:
         checked = sum(row["verdict"] != "MISMATCH" for row in result["rows"])
         lines.append(
             f"- {verdict} `{result['setting']}` [{result['policy']}, {result['dtype']}]: "
-            f"{checked}/{len(result['rows'])} quantities within tolerance"
+            f"{checked}/{len(result['rows'])} quantities within the bounds of their rounding"
         )
         for name in result["departures"]:
             lines.append(f"  - known departure `{name}`: {crosscheck['departures'][name]}")

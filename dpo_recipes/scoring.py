@@ -30,6 +30,9 @@ class TokenLogps:
     entropy: Tensor | None = None  # (N, T-1): −Σ_v π(v) log π(v) of each next-token distribution
     mean_logits: Tensor | None = None  # (N, T-1): the logits' mean over the vocabulary
     is_top1: Tensor | None = None  # (N, T-1) bool: the token is the distribution's most likely one
+    top1_margin: Tensor | None = None  # (N, T-1): logit of the token minus the largest other logit
+    rounding: Tensor | None = None  # (N, T-1): s.d. of log π(token) from rounding the logits to their dtype
+    max_logit: Tensor | None = None  # (N, T-1): the largest |logit|
 
     def sequence(self) -> Tensor:
         """log π(y|x): summed over completion tokens (the DPO paper's sequence log-probability)."""
@@ -44,11 +47,20 @@ class TokenLogps:
 
 
 def token_logps(
-    model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor, details: bool = False
+    model,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    completion_mask: Tensor,
+    details: bool = False,
+    float64_head: bool = False,
 ) -> TokenLogps:
     """One plain forward of ``model`` (no TRL code path): logits upcast to float64 before the log-softmax.
-    ``details`` adds the per-token entropy, mean logit and top-1 flag (what TRL's logged metrics average)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1].double()
+    ``details`` adds the per-token entropy, mean logit and top-1 flag (what TRL's logged metrics average), and
+    what the cross-check's error bounds read: the top-1 margin, the largest logit and the rounding of the logits.
+    ``float64_head`` computes the logits from the final hidden states in float64 (for a plain linear LM head),
+    so that they carry no rounding of a low-precision output dtype."""
+    raw = _logits(model, input_ids, attention_mask, float64_head)[:, :-1]
+    logits = raw.double()
     log_probs = torch.log_softmax(logits, dim=-1)
     targets = input_ids[:, 1:]
     tokens = TokenLogps(
@@ -61,7 +73,33 @@ def token_logps(
             tokens.entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
             tokens.mean_logits = logits.mean(dim=-1)
             tokens.is_top1 = log_probs.argmax(dim=-1) == targets
+            tokens.top1_margin, tokens.rounding = _margin_and_rounding(logits, log_probs, targets, raw.dtype)
+            tokens.max_logit = logits.abs().amax(dim=-1)
     return tokens
+
+
+def _logits(model, input_ids: Tensor, attention_mask: Tensor, float64_head: bool) -> Tensor:
+    config = model.config.get_text_config()
+    scaled = any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+    if not float64_head or scaled:
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=True)
+    head = model.get_output_embeddings()
+    logits = outputs.hidden_states[-1].double() @ head.weight.double().T
+    return logits if head.bias is None else logits + head.bias.double()
+
+
+def _margin_and_rounding(logits: Tensor, log_probs: Tensor, targets: Tensor, dtype: torch.dtype):
+    """The target's logit minus the largest other logit; and the standard deviation of log π(target) caused by
+    rounding every logit z_v to ``dtype`` (an error uniform within ±u·|z_v|, so of s.d. u·|z_v|/√3):
+    δ log π(y) = δz_y − Σ_v π(v)·δz_v, whose variance is (u²/3)·[z_y²(1 − 2π(y)) + Σ_v π(v)² z_v²]."""
+    target_logit = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    others = logits.scatter(-1, targets.unsqueeze(-1), float("-inf")).amax(dim=-1)
+    unit = torch.finfo(dtype).eps / 2  # unit roundoff of the logits' dtype
+    probs = log_probs.exp()
+    target_prob = probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    variance = target_logit**2 * (1 - 2 * target_prob) + (probs**2 * logits**2).sum(dim=-1)
+    return target_logit - others, unit * (variance.clamp(min=0) / 3).sqrt()
 
 
 def trl_token_ids(tokenizer, prompt, completion) -> tuple[list[int], list[int]]:

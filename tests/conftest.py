@@ -65,3 +65,28 @@ def tiny_lora(**changes):
 
     settings = dict(model_name_or_path=embedded.TINY_SFT, dtype="float32", use_peft=True, lora_r=4)
     return ModelConfig(**{**settings, "lora_target_modules": ["q_proj", "v_proj"], **changes})
+
+
+# Two trainings that differ only in how they sum (sharded or not, packed or padded) compute gradients equal up to
+# float32 rounding of the sums over a batch: about 1e-6 of a gradient's size on the tiny model (the cross-check's
+# float32 gradient agreement). With an optimizer whose update is linear in the gradients (AdamW with
+# `LINEAR_ADAMW`), each tensor's update must then agree within UPDATE_SHARE of that tensor's largest update: 100×
+# the rounding, while a lost or double-counted gradient contribution moves an update by a large part of itself.
+# (With AdamW's usual eps = 1e-8 each element is divided by √v̂: wherever a gradient nearly cancels, rounding is
+# amplified up to 1/|g|, and runs that differ only in rounding move some weights differently by up to lr a step.)
+UPDATE_SHARE = 1e-4
+LINEAR_ADAMW = {"lr": 0.1, "eps": 1.0, "weight_decay": 0.01}
+
+
+def assert_same_updates(start: dict, left: dict, right: dict) -> None:
+    """Each tensor of ``right`` moved from ``start`` as ``left`` did, within UPDATE_SHARE of its largest move."""
+    import torch
+
+    assert left.keys() == right.keys() == start.keys() and left
+    moved = False
+    for name in left:
+        update = left[name] - start[name]
+        scale = float(update.abs().max())
+        moved |= scale > 0
+        torch.testing.assert_close(right[name] - start[name], update, rtol=0, atol=UPDATE_SHARE * scale, msg=name)
+    assert moved  # a comparison of runs that trained nothing proves nothing

@@ -10,7 +10,7 @@ sharded checkpoint (torch.distributed.checkpoint) saved and resumed.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/sharded_worker.py OUT --policy lora
     python -m torch.distributed.run ... tests/sharded_worker.py OUT --policy full --engine zero3
-    python tests/sharded_worker.py OUT --policy lora          # one process, unsharded: the baseline
+    python tests/sharded_worker.py OUT --policy lora --halves 2   # one process, unsharded: the baseline
 
 Writes OUT/losses.json (rank 0) and OUT/weights.safetensors (the trainable weights, gathered in full).
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from conftest import LINEAR_ADAMW as OPTIMIZER  # tests/ is this script's directory: an update linear in the gradients
 from safetensors.torch import save_file
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -72,6 +73,15 @@ def main() -> None:
     parser.add_argument("--stop-after", type=int, help="save a sharded checkpoint after this step and stop")
     parser.add_argument("--resume", help="a sharded checkpoint to continue from")
     parser.add_argument("--engine", choices=["fsdp2", "zero3"], default="fsdp2", help="how to shard (zero3: DeepSpeed)")
+    parser.add_argument(
+        "--halves",
+        type=int,
+        default=1,
+        help="one process only: the global batch's gradient as the mean of this many equal shares' mean-loss "
+        "gradients, the arithmetic of data parallelism over as many ranks. AdamW's per-element normalization "
+        "amplifies a rounding difference wherever a gradient nearly cancels, so weights after a few steps agree "
+        "elementwise only between runs that sum the same terms in the same groups.",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # two processes on two cores: one thread each, never 2 × 2
     sharded = "WORLD_SIZE" in os.environ
@@ -83,6 +93,9 @@ def main() -> None:
     torch.manual_seed(0)
     trainer = trainer_for(args.policy, str(out / "trainer"))
     model = trainer.model
+    if rank == 0:  # the starting weights (the same on every rank), against which the tests measure the update
+        start = {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(start, str(out / "initial.safetensors"))
     if args.engine == "zero3":
         return train_zero3(trainer, args, out, rank, world)
     if sharded:
@@ -91,7 +104,7 @@ def main() -> None:
         if trainer.ref_model is not None:
             shard(trainer.ref_model, mesh)
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, foreach=False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **OPTIMIZER, foreach=False)
     first = 0
     if args.resume:
         state = dict(zip(("model", "optim"), get_state_dict(model, optimizer), strict=True))
@@ -99,16 +112,19 @@ def main() -> None:
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         first = json.loads((Path(args.resume) / "step.json").read_text())["step"]
     rows = trainer.train_dataset
-    share = GLOBAL_BATCH // world
+    share = GLOBAL_BATCH // (world * args.halves)
     losses = []
     for step in range(first, args.steps):
-        start = step * GLOBAL_BATCH + rank * share
-        batch = trainer.data_collator([rows[i] for i in range(start, start + share)])
-        loss = trainer.compute_loss(model, batch)
-        loss.backward()  # FSDP2 reduce-scatters the mean gradient over ranks: equal shares → the global mean
+        total = torch.zeros(())
+        for half in range(args.halves):
+            start = step * GLOBAL_BATCH + (rank * args.halves + half) * share
+            batch = trainer.data_collator([rows[i] for i in range(start, start + share)])
+            loss = trainer.compute_loss(model, batch)
+            # FSDP2 reduce-scatters the mean gradient over ranks: equal shares → the global mean
+            (loss / args.halves).backward()
+            total += loss.detach() / args.halves
         optimizer.step()
         optimizer.zero_grad()
-        total = loss.detach().clone()
         if sharded:
             dist.all_reduce(total)
         losses.append(total.item() / world)
@@ -146,7 +162,7 @@ def train_zero3(trainer, args, out: Path, rank: int, world: int) -> None:
         "train_micro_batch_size_per_gpu": share,
         "gradient_accumulation_steps": 1,
         "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},  # partition every tensor
-        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "weight_decay": 0.01, "torch_adam": True}},
+        "optimizer": {"type": "AdamW", "params": {**OPTIMIZER, "torch_adam": True}},
     }
     trainable = [p for p in trainer.model.parameters() if p.requires_grad]
     engine, *_ = deepspeed.initialize(model=trainer.model, model_parameters=trainable, config=config)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dpo_recipes.crosscheck import losses
-from dpo_recipes.crosscheck.logprobs import ld_sequence, wpo_weights
+from dpo_recipes.crosscheck.logprobs import ld_sequence, pair_weights, wpo_weights
 from dpo_recipes.scoring import TokenLogps, token_logps
 
 LN2 = math.log(2)
@@ -45,7 +45,8 @@ def test_zero_log_ratios():
     close(losses.bco_pair(zero, zero, 0.1), [2 * LN2] * 3)
     close(losses.apo_zero(zero, zero, 0.1), [1.0] * 3)  # 1 − ½ + ½
     close(losses.apo_down(zero, zero, 0.1), [1.0] * 3)  # ½ + 1 − ½
-    close(losses.sppo_hard(zero, zero, 0.5), [2.0] * 3)  # (−1)² + 1²
+    close(losses.sppo_hard(zero, zero, 0.5), [1.0] * 3)  # ((−1)² + 1²)/2, the SPPO authors' mean
+    close(losses.sppo_hard(zero, zero, 0.5, summed=True), [2.0] * 3)  # TRL's sum
     close(losses.discopop(zero, 0.1, 0.05), [0.5 * LN2 + 0.5] * 3)  # m = ½: ½ ln 2 + ½ e⁰
 
 
@@ -60,10 +61,17 @@ def test_hand_values_away_from_zero():
 
 
 def test_exo_is_zero_at_its_target_and_positive_elsewhere():
+    """With normalized target log-weights (TRL's (log(1 − ε), log ε)) EXO is a KL divergence: 0 at its target,
+    positive elsewhere. The authors' unnormalized (0, −10) target is the KL to p = (1, e⁻¹⁰)/(1 + e⁻¹⁰) shifted by
+    −log(1 + e⁻¹⁰): its minimum sits where σ(βh) = 1/(1 + e⁻¹⁰)."""
     epsilon, beta = 0.01, 0.5
     target = math.log((1 - epsilon) / epsilon) / beta  # σ(βh) = 1 − ε
-    close(losses.exo_pair(t([target]), beta, epsilon), [0.0])
-    assert (losses.exo_pair(t([0.0, 2 * target, -target]), beta, epsilon) > 0).all()
+    trl_form = (math.log1p(-epsilon), math.log(epsilon))
+    close(losses.exo_pair(t([target]), beta, *trl_form), [0.0])
+    assert (losses.exo_pair(t([0.0, 2 * target, -target]), beta, *trl_form) > 0).all()
+    authors_minimum = 10 / beta  # log((1)/(e⁻¹⁰)) / β
+    close(losses.exo_pair(t([authors_minimum]), beta), [-math.log1p(math.exp(-10))])
+    assert (losses.exo_pair(t([0.0, -authors_minimum]), beta) > -math.log1p(math.exp(-10))).all()
 
 
 @given(floats, st.floats(0.0, 0.45))
@@ -110,7 +118,8 @@ def test_discopop_limits():
 def test_sft_and_combine():
     token_logps = t([[-1.0, -2.0, -3.0], [-4.0, -5.0, -6.0]])
     mask = t([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
-    close(losses.sft(token_logps, mask), [(2 + 3 + 4) / 3] * 2)  # mean over the batch's tokens
+    close(losses.sft(token_logps, mask), [(2 + 3) / 2, 4.0])  # RPO: each answer's NLL over its own length
+    close(losses.sft(token_logps, mask, per_token=True), [(2 + 3 + 4) / 3] * 2)  # TRL: over the batch's tokens
     close(losses.combine([t([1.0, 3.0]), t([10.0])], [0.5, 2.0]), 0.5 * 2.0 + 2.0 * 10.0)
 
 
@@ -126,6 +135,14 @@ def test_ld_dpo_weights_only_the_longer_completions_tail():
     )
     close(ld_sequence(tokens, alpha=0.5), [-2.0, -4.0 + 0.5 * -6.0])
     close(ld_sequence(tokens, alpha=1.0), tokens.sequence())
+
+
+def test_wpo_pair_weight_is_clamped_at_one_as_the_authors_clamp_it():
+    logps = t([[-0.1, -0.1], [-0.2, -0.2]])  # likely tokens of peaked distributions: each sequence weight > 1
+    tokens = TokenLogps(logps, torch.ones(2, 2, dtype=torch.float64), torch.full((2, 2), -1.0, dtype=torch.float64))
+    product = math.exp(1 - 0.1) * math.exp(1 - 0.2)
+    close(pair_weights(tokens, clamped=False), [product])
+    close(pair_weights(tokens), [1.0])
 
 
 def test_wpo_weight_is_one_under_a_uniform_next_token_distribution():

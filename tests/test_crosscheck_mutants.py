@@ -70,6 +70,24 @@ MUTANTS = {
         "paths",
         (DPO, "compute_ref_log_probs", "if self.ref_model is None and is_peft_model(self.model):", "if False:"),
     ),
+    "reference of a new eval set after training computed with the adapter on": (
+        "paths",
+        (
+            DPO,
+            "compute_ref_log_probs",
+            "if self.ref_model is None and is_peft_model(self.model):",
+            "if self.ref_model is None and is_peft_model(self.model) and self.state.global_step == 0:",
+        ),
+    ),
+    "reference of a new eval set after training read from the trained policy": (
+        "paths-full",
+        (
+            DPO,
+            "_precompute_ref_logps",
+            "model = self.ref_model or self.model",
+            "model = self.model if self.state.global_step else (self.ref_model or self.model)",
+        ),
+    ),
     # class: gradient accumulation
     "accumulated loss divided by one micro-batch too many": (
         "paths",
@@ -108,8 +126,8 @@ def test_the_crosscheck_catches_each_planted_bug(mutant, tiny_sft_path, monkeypa
     else:
         owner, name, old, new = change
         monkeypatch.setattr(owner, name, rewrite(owner, name, old, new))
-    if where == "paths":
-        rows = runner.training_checks("lora")
+    if where.startswith("paths"):
+        rows = runner.training_checks("full" if where == "paths-full" else "lora")
         assert any(row.verdict == "MISMATCH" for row in rows), [(r.quantity, r.verdict) for r in rows]
     else:
         (result,) = runner.crosscheck(["sigmoid"], "lora", dtype="bfloat16" if where == "loss-bf16" else "float32")

@@ -63,11 +63,13 @@ def ipo(h: Tensor, tau: float) -> Tensor:
     return (h - 1 / (2 * tau)) ** 2
 
 
-def exo_pair(h: Tensor, beta: float, epsilon: float) -> Tensor:
-    """EXO-pref (Ji et al. 2024, Eq. 16, K = 2): KL(p_θ ‖ p_ε) with p_θ = (σ(βh), σ(−βh)), p_ε = (1 − ε, ε)."""
+def exo_pair(h: Tensor, beta: float, log_target_chosen: float = 0.0, log_target_rejected: float = -10.0) -> Tensor:
+    """EXO-pref (Ji et al. 2024, Eq. 16, K = 2): KL(p_θ ‖ p_target) with p_θ = (σ(βh), σ(−βh)). The target's log
+    weights are those of the EXO authors' code (``exact_loss``, exo-pref): 0 for the chosen answer and log ε = −10
+    for the rejected one, left unnormalized. (TRL takes ε from label_smoothing and uses (log(1 − ε), log ε).)"""
     p_chosen, p_rejected = torch.sigmoid(beta * h), torch.sigmoid(-beta * h)
-    return p_chosen * (logsigmoid(beta * h) - math.log1p(-epsilon)) + p_rejected * (
-        logsigmoid(-beta * h) - math.log(epsilon)
+    return p_chosen * (logsigmoid(beta * h) - log_target_chosen) + p_rejected * (
+        logsigmoid(-beta * h) - log_target_rejected
     )
 
 
@@ -86,10 +88,12 @@ def bco_pair(c: Tensor, r: Tensor, beta: float, delta: float | Tensor = 0.0) -> 
     return -logsigmoid(beta * c - delta) - logsigmoid(-(beta * r - delta))
 
 
-def sppo_hard(c: Tensor, r: Tensor, beta: float) -> Tensor:
-    """SPPO (Wu et al. 2024, Eq. 4.7) with hard win probabilities P = 1 / 0 and η = 1/β:
-    (c − 1/(2β))² + (r + 1/(2β))²."""
-    return (c - 0.5 / beta) ** 2 + (r + 0.5 / beta) ** 2
+def sppo_hard(c: Tensor, r: Tensor, beta: float, summed: bool = False) -> Tensor:
+    """SPPO (Wu et al. 2024, Eq. 4.7) with hard win probabilities P = 1 / 0 and η = 1/β: each answer's squared
+    error (c − 1/(2β))², (r + 1/(2β))², averaged over the pair's two answers as the authors' code does (Eq. 4.7 is an
+    expectation over answers); ``summed`` adds them instead (TRL's form, twice the value)."""
+    errors = (c - 0.5 / beta) ** 2 + (r + 0.5 / beta) ** 2
+    return errors if summed else errors / 2
 
 
 def aot(policy_margin: Tensor, ref_margin: Tensor, beta: float, label_smoothing: float = 0.0) -> Tensor:
@@ -127,11 +131,15 @@ def sigmoid_norm(c_mean: Tensor, r_mean: Tensor, beta: float) -> Tensor:
     return -logsigmoid(beta * (c_mean - r_mean))
 
 
-def sft(chosen_token_logps: Tensor, chosen_mask: Tensor) -> Tensor:
-    """Negative log-likelihood of the chosen completions, averaged over all their tokens in the batch
-    (as RPO adds to DPO, Pang et al. 2024); returned per pair as that batch value."""
-    nll = -(chosen_token_logps * chosen_mask).sum() / chosen_mask.sum()
-    return nll.expand(chosen_token_logps.shape[0])
+def sft(chosen_token_logps: Tensor, chosen_mask: Tensor, per_token: bool = False) -> Tensor:
+    """The negative log-likelihood term RPO adds to DPO (Pang et al. 2024, "Iterative Reasoning Preference
+    Optimization", Eq. 1): −log π(y_w|x) / |y_w|, each chosen answer's NLL normalized by its own length, per pair.
+    ``per_token`` averages over all chosen tokens of the batch instead (TRL's form: longer answers weigh more),
+    returned per pair as that batch value."""
+    if per_token:
+        nll = -(chosen_token_logps * chosen_mask).sum() / chosen_mask.sum()
+        return nll.expand(chosen_token_logps.shape[0])
+    return -(chosen_token_logps * chosen_mask).sum(dim=1) / chosen_mask.sum(dim=1).clamp(min=1)
 
 
 def combine(losses: list[Tensor], weights: list[float] | None = None) -> Tensor:

@@ -6,10 +6,14 @@
 - ties: when the policy is the reference every reward is 0, and the reward accuracy must be 0 (strict ">");
 - ``evaluate()`` with reference log-probs precomputed and stored against computed on the fly, after the policy
   has moved away from the reference (a reference computed with the adapter left on shows only then);
+- ``evaluate(eval_dataset=new)`` after training steps, with ``precompute_ref_log_probs``: TRL computes the new
+  set's reference log-probs *then*, and they must still be the reference's (adapter disabled, or the separate
+  reference model), checked against the from-scratch values on the same pairs;
 - gradient accumulation through TRL's training loop, for several loss types, with equal and unequal
   micro-batches.
 
-Each returns `Row`s with a verdict, as `verify` does for the loss.
+Each returns `Row`s with a verdict, as `verify` does for the loss. Every comparison is judged within the bounds
+of the computation it compares (`tolerances`), measured on the same pairs and trainer.
 """
 
 from __future__ import annotations
@@ -20,15 +24,8 @@ import torch
 
 from dpo_recipes import trl_internals
 from dpo_recipes.crosscheck.batches import batch_differences, own_batch
-from dpo_recipes.crosscheck.tolerances import (
-    PACKED_FLOAT32,
-    close,
-    close_loss,
-    gradient_statistics,
-    gradients_agree,
-    tolerance_for,
-)
-from dpo_recipes.crosscheck.verify import Row, Setting, trainable_gradients
+from dpo_recipes.crosscheck.tolerances import Bounds, gradient_statistics
+from dpo_recipes.crosscheck.verify import Row, Setting, scratch_candidate, scratch_sides, trainable_gradients
 from dpo_recipes.packing import pack_trainer
 
 TIMINGS = ("_runtime", "_per_second", "_time")  # eval metrics that measure the clock, not the model
@@ -85,7 +82,31 @@ def check_ties(build) -> Row:
     return Row("ties: rewards/accuracies", accuracy, 0.0, 0.0, "ok" if accuracy == 0.0 else "MISMATCH")
 
 
-def check_precomputed_reference(build) -> Row:
+def _own(trainer, rows) -> object:
+    args = trainer.args
+    return own_batch(trainer.processing_class, rows.to_list(), args.max_length, args.truncation_mode)
+
+
+def computation(trainer, rows, setting: Setting | None = None):
+    """The from-scratch values of ``setting`` on ``rows`` with the trainer's current policy and reference, and
+    their bounds (`verify.scratch_candidate`)."""
+    return scratch_candidate(setting or Setting(), scratch_sides(trainer, _own(trainer, rows)))
+
+
+def _worst_row(label: str, measured: dict, expected: dict, bounds: Bounds) -> Row:
+    """One row for a dict of compared metrics: the one using the largest share of its bound; the verdict of all."""
+
+    def share(key: str) -> float:
+        bound = bounds.values.get(key, 0.0)
+        difference = abs(measured[key] - expected[key])
+        return difference / bound if bound > 0 else (0.0 if difference == 0 else float("inf"))
+
+    worst = max(expected, key=share)
+    verdict = "ok" if all(bounds.agrees(key, measured[key], expected[key]) for key in expected) else "MISMATCH"
+    return Row(f"{label} ({worst})", measured[worst], expected[worst], bounds.values.get(worst, 0.0), verdict)
+
+
+def check_precomputed_reference(build, rows) -> Row:
     """``evaluate()`` with stored reference log-probs (``precompute_ref_log_probs``) equals ``evaluate()`` with the
     reference computed on the fly, after the policy has moved: every eval metric."""
     results = {}
@@ -93,12 +114,33 @@ def check_precomputed_reference(build) -> Row:
         trainer = build(Setting(), precompute_ref_log_probs=precompute, with_eval=True)
         metrics = trainer.evaluate()
         results[precompute] = {k: v for k, v in metrics.items() if not k.endswith(TIMINGS)}
-    tolerance = tolerance_for(trainer.model)
-    stored, computed = results[True], results[False]
-    worst = max(computed, key=lambda k: abs(stored[k] - computed[k]) - tolerance.rtol * abs(computed[k]))
-    ok = all(close(stored[k], computed[k], tolerance) for k in computed)
-    verdict = "ok" if ok else "MISMATCH"
-    return Row(f"evaluate(), precomputed ref ({worst})", stored[worst], computed[worst], tolerance.rtol, verdict)
+    bounds = computation(trainer, rows).bounds.renamed("eval_")
+    return _worst_row("evaluate(), precomputed ref", results[True], results[False], bounds)
+
+
+EVAL_QUANTITIES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected")
+
+
+def check_new_eval_set_reference(build, new_rows) -> Row:
+    """After two training steps with ``precompute_ref_log_probs``, ``evaluate(eval_dataset=new_rows)`` makes TRL
+    compute the new pairs' reference log-probs at that moment; its eval metrics must equal the from-scratch values
+    of the trained policy against the true reference on those pairs."""
+    trainer = build(
+        Setting(),
+        precompute_ref_log_probs=True,
+        max_steps=2,
+        optim="sgd",
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        save_strategy="no",
+    )
+    trainer.train()
+    metrics = trainer.evaluate(eval_dataset=new_rows)
+    trainer.model.eval()
+    expected = computation(trainer, new_rows)
+    ours = {"eval_loss": expected.loss, **{f"eval_{key}": expected.metrics[key] for key in EVAL_QUANTITIES[1:]}}
+    bounds = expected.bounds.renamed("eval_")
+    return _worst_row("evaluate(new pairs) after training, precomputed ref", metrics, ours, bounds)
 
 
 def _sgd_update(build, setting: Setting, rows, batch_size: int, accumulation: int) -> dict[str, torch.Tensor]:
@@ -123,20 +165,20 @@ def check_gradient_accumulation(build, rows) -> list[Row]:
     """One step over all pairs against the same step accumulated over micro-batches: single pairs (equal
     micro-batches: must match) and micro-batches of 3 (unequal when the pairs do not divide by 3: matched
     against the full batch, or against the mean of micro-batch updates, `ACCUMULATION_DEPARTURE`). Updates are
-    compared as gradients are (`tolerances`)."""
+    compared as gradients are, within the gradient bounds of the same loss on the same pairs (`tolerances`)."""
     n, out = len(rows), []
     for loss_type in ACCUMULATION_LOSSES:
         setting = Setting((loss_type,))
         whole = _sgd_update(build, setting, rows, n, 1)
         if not whole["update"].norm() > 0:
             raise RuntimeError("the optimizer step changed nothing: the gradient-accumulation check would be vacuous")
-        tolerance = tolerance_for(build(setting, move=False).model)
+        bounds = computation(build(setting), rows, setting).bounds
         for size in (1, 3):
             accumulated = _sgd_update(build, setting, rows, size, -(-n // size))
             ratio, direction = gradient_statistics(accumulated, whole)
-            row = Row(f"{loss_type}: {n}x1 vs micro-batches of {size} (norm ratio)", ratio, 1.0, tolerance.grad_norm)
+            row = Row(f"{loss_type}: {n}x1 vs micro-batches of {size} (norm ratio)", ratio, 1.0, bounds.grad_norm)
             row.kind = "gradient"
-            row.verdict = "ok" if gradients_agree((ratio, direction), tolerance) else "MISMATCH"
+            row.verdict = "ok" if bounds.gradients_agree((ratio, direction)) else "MISMATCH"
             if row.verdict == "MISMATCH" and n % size:
                 parts = [
                     _sgd_update(build, setting, rows.select(range(i, min(i + size, n))), min(size, n - i), 1)
@@ -145,7 +187,7 @@ def check_gradient_accumulation(build, rows) -> list[Row]:
                 variant = {"update": torch.stack([part["update"] for part in parts]).mean(dim=0)}
                 statistics = gradient_statistics(accumulated, variant)
                 row.variant = statistics[0]
-                row.verdict = "departure" if gradients_agree(statistics, tolerance) else "MISMATCH"
+                row.verdict = "departure" if bounds.gradients_agree(statistics) else "MISMATCH"
             out.append(row)
     return out
 
@@ -164,50 +206,53 @@ def _loss_metrics_gradient(trainer) -> tuple[float, dict, dict]:
     return loss.item(), trl_internals.logged_metrics(trainer), trainable_gradients(trainer.model)
 
 
-def _same(a: tuple, b: tuple, tolerance) -> bool:
+def _same(a: tuple, b: tuple, bounds: Bounds) -> bool:
     loss_a, metrics_a, grads_a = a
     loss_b, metrics_b, grads_b = b
-    values = all(close(metrics_a[key], metrics_b[key], tolerance) for key in metrics_b)
-    gradients = gradients_agree(gradient_statistics(grads_a, grads_b), tolerance)
-    return close_loss(loss_a, loss_b, tolerance) and values and gradients
+    values = all(bounds.agrees(key, metrics_a[key], metrics_b[key]) for key in metrics_b)
+    gradients = bounds.gradients_agree(gradient_statistics(grads_a, grads_b))
+    return bounds.agrees("loss", loss_a, loss_b) and values and gradients
 
 
 ONE_ROW = 10**6  # row_tokens that put a whole batch in one row: every sequence shares it with others
 
 
-def check_packing(build) -> list[Row]:
+def check_packing(build, rows) -> list[Row]:
     """Packed (`dpo_recipes.packing`) against padded: loss, every logged metric and the gradient, for losses
     that read the sequence sums, per-token positions (LD-DPO) and per-token distributions (WPO), in rows of the
     batch's width (the default) and with the whole batch in one row (so that every sequence shares its row and
     the document mask is exercised); and a negative control, one row without restarting the positions, which
-    must be reported."""
-    rows = []
+    must be reported. Each within the bounds of the same loss computed on the same pairs."""
+    out = []
     cases = [(setting, None) for setting in PACKING_SETTINGS] + [(Setting(), ONE_ROW)]
     for setting, row_tokens in cases:
         padded_trainer, packed_trainer = build(setting), build(setting)
         pack_trainer(packed_trainer, row_tokens=row_tokens)
-        tolerance = tolerance_for(padded_trainer.model)
-        tolerance = PACKED_FLOAT32 if tolerance.name == "float32" else tolerance
+        bounds = computation(padded_trainer, rows, setting).bounds
         padded, packed = _loss_metrics_gradient(padded_trainer), _loss_metrics_gradient(packed_trainer)
-        verdict = "ok" if _same(packed, padded, tolerance) else "MISMATCH"
+        verdict = "ok" if _same(packed, padded, bounds) else "MISMATCH"
         label = f"packed vs padded: {setting.name}" + (", one row" if row_tokens else "")
-        rows.append(Row(label, packed[0], padded[0], tolerance.loss_rtol, verdict))
+        out.append(Row(label, packed[0], padded[0], bounds.values["loss"], verdict))
     control = build(Setting())
     pack_trainer(control, reset_positions=False, row_tokens=ONE_ROW)
-    unmasked, padded = _loss_metrics_gradient(control), _loss_metrics_gradient(build(Setting()))
-    verdict = "MISMATCH" if _same(unmasked, padded, tolerance) else "ok"  # a control that passes proves nothing
-    rows.append(
-        Row("packed negative control: positions not reset", unmasked[0], padded[0], tolerance.loss_rtol, verdict)
+    padded_trainer = build(Setting())
+    bounds = computation(padded_trainer, rows).bounds
+    unmasked, padded = _loss_metrics_gradient(control), _loss_metrics_gradient(padded_trainer)
+    verdict = "MISMATCH" if _same(unmasked, padded, bounds) else "ok"  # a control that passes proves nothing
+    out.append(
+        Row("packed negative control: positions not reset", unmasked[0], padded[0], bounds.values["loss"], verdict)
     )
-    return rows
+    return out
 
 
-def training_checks(build, rows, max_length: int | None, truncation_mode: str) -> list[Row]:
-    """Every check above, for trainers made by ``build`` (see `runner.trainer_factory`) on ``rows``."""
+def training_checks(build, rows, new_rows, max_length: int | None, truncation_mode: str) -> list[Row]:
+    """Every check above, for trainers made by ``build`` (see `runner.trainer_factory`) on ``rows``; ``new_rows``
+    are other pairs of the same split, for the eval set passed to ``evaluate()`` after training."""
     return [
         *check_batch_construction(build, rows, max_length, truncation_mode),
         check_ties(build),
-        check_precomputed_reference(build),
+        check_precomputed_reference(build, rows),
+        check_new_eval_set_reference(build, new_rows),
         *check_gradient_accumulation(build, rows),
-        *check_packing(build),
+        *check_packing(build, rows),
     ]

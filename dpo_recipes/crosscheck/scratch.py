@@ -25,13 +25,24 @@ def sequence_token_logps(model, own: OwnBatch, details: bool = False) -> TokenLo
     for sequence in own.sequences:
         ids = torch.tensor([sequence.ids], device=device)
         completion = torch.tensor([sequence.completion], device=device)
-        parts.append(token_logps(model, ids, torch.ones_like(ids), completion, details=details))
+        parts.append(token_logps(model, ids, torch.ones_like(ids), completion, details=details, float64_head=True))
     width = max(part.logps.shape[1] for part in parts)
     stacked = {
         name: _pad([getattr(part, name) for part in parts], width, False if name == "is_top1" else 0)
-        for name in ("logps", "mask", "log_sum_sq_probs", *(("entropy", "mean_logits", "is_top1") if details else ()))
+        for name in ("logps", "mask", "log_sum_sq_probs", *(DETAILS if details else ()))
     }
     return TokenLogps(**stacked)
+
+
+DETAILS = ("entropy", "mean_logits", "is_top1", "top1_margin", "rounding", "max_logit")
+
+
+def batched_token_logps(model, own: OwnBatch, details: bool = False) -> TokenLogps:
+    """`token_logps` of the same sequences laid out as TRL lays them: right-padded, one forward for the batch.
+    The two layouts round differently; their difference is the forward's rounding noise (`tolerances`)."""
+    device = next(model.parameters()).device
+    batch = {key: value.to(device) for key, value in own.padded(pad_token_id=0).items()}
+    return token_logps(model, **batch, details=details, float64_head=True)
 
 
 def token_metrics(tokens: TokenLogps, own: OwnBatch, tokens_before: int) -> dict[str, float]:

@@ -1,89 +1,184 @@
-"""How close TRL and the from-scratch side must agree, per precision, calibrated on measured agreement.
+"""How far TRL and the from-scratch side may differ: a bound for every compared number, derived from the computation
+on the batch at hand, on this machine, rather than a tolerance measured once on another one.
 
-Both sides run the same weights; they differ only in how they sum (TRL's fused LM head and its sums in the
-compute dtype; float64 here). So the tolerance depends on the compute precision, and was set from the worst
-agreement measured over every loss type and option on the tiny model (`benchmarks/crosscheck_agreement.py`
-prints the table; README "Cross-check" quotes it), with a margin of about 3×:
+Both sides run the same weights in the same compute dtype and differ only in rounding: TRL runs the batch padded in
+one forward through its fused LM head; the from-scratch side runs each sequence alone and takes the log-softmax in
+float64. A bound is built in three steps:
 
-- values (log-probs, rewards, entropy, logits): |TRL − ours| ≤ atol + rtol·|ours|; the loss has its own pair,
-  tight enough that a 1% error in it always shows;
-- counts of discrete events (reward accuracy, top-1 token accuracy): up to ``flips`` pairs or tokens may flip
-  where rounding decides a near-tie;
-- gradients: by two statistics that separate a scale error from rounding noise. The norm ratio ‖g_TRL‖/‖g‖ moves
-  by the full size of a scale error (a 1% error: 1.01) while noise, nearly orthogonal to the gradient, moves it
-  by its square; 1 − cosine measures direction errors.
+1. **The per-token rounding noise** σ_t of a log-prob, as the quadrature sum of
+   - the *layout* noise, measured: the from-scratch forward is run a second time with the batch laid out as TRL lays
+     it (right-padded, one forward); σ_layout is the RMS difference of the two layouts' token log-probs, or of their
+     sequence sums ÷ √n where a sequence's errors are correlated, whichever is larger (`measure_noise`);
+   - the rounding of the logits to the model's output dtype, derived per token (`scoring._margin_and_rounding`:
+     u/√3 · |z| weighted by the softmax; it is what makes bfloat16 differ);
+   - a floor for a float32 forward through L layers, u₃₂ · max|z| · √(2L + 1): each layer rounds twice (attention,
+     MLP), the head once.
+2. **Propagation through the quantity itself**: ``VALUE_DRAWS`` draws of independent per-token errors ~ N(0, σ_t²),
+   on the policy's and the reference's log-probs, go through the very code that computes each quantity (the loss,
+   every logged metric, every pair's values). A quantity's bound is λ times the RMS change, so a reward margin
+   inherits the noise of both rewards it is the difference of, a loss its sensitivity to each token, a sum over n
+   tokens its √n. ``GRADIENT_DRAWS`` of those draws also go through the backward pass (the gradient's coefficients
+   ∂L/∂log π change with the errors), and so does the second layout itself, which adds the backward's own rounding.
+3. **The floor of the arithmetic**: TRL reports float32 values, each rounded at least once per operation:
+   (⌈log₂ n⌉ + 4) · u₃₂ · the magnitude of the terms it was computed from.
 
-A positive control in every result injects a 1% error into TRL's loss and gradient and must be reported.
+Gradients are judged by the norm ratio ‖g_TRL‖/‖g‖ (a 1% scale error moves it by 0.01; noise nearly orthogonal to
+the gradient barely moves it) within λ · RMS of the draws' ratios, and by 1 − cos within λ² · their mean (1 − cos
+grows with the square of the noise). Counts of discrete events (reward accuracy, top-1 token accuracy) may differ by
+the events whose deciding margin lies within its bound.
+
+λ = 6: a Gaussian error passes 6 standard deviations with probability 2·10⁻⁹. Every result also carries a positive
+control (TRL's loss and gradient made 1% larger must be reported), so a bound too wide to see a 1% error shows as a
+failed check rather than a silent pass. `benchmarks/crosscheck_agreement.py` measures, in several numeric
+environments, how much of each bound the real differences use.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import torch
+from torch import Tensor
+
+from dpo_recipes.scoring import TokenLogps
+
+LAMBDA = 6.0
+VALUE_DRAWS = 32
+GRADIENT_DRAWS = 8
+U32 = torch.finfo(torch.float32).eps / 2  # unit roundoff of float32, 2⁻²⁴
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    name: str
-    loss_rtol: float  # the loss: |TRL − ours| ≤ loss_atol + loss_rtol·|ours|
-    loss_atol: float
-    rtol: float  # every other value
-    atol: float
-    flips: int  # discrete events allowed to differ (pairs for reward accuracy, tokens for token accuracy)
-    grad_norm: float  # |‖g_TRL‖ / ‖g‖ − 1|
-    grad_direction: float  # 1 − cos(g_TRL, g)
+def unit_roundoff(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps / 2
 
 
-# Worst agreement measured over all 26 settings (README "Cross-check"), and the tolerance set from it: float32
-# loss 6.5e-6 relative, gradient norm 6.5e-6; 4-bit loss 1.2e-4, log-probs 1.1e-3 absolute, gradient norm 4.7e-4;
-# bfloat16 compute loss 2.5e-3 (7e-4 with a 4-bit base), log-probs 2.1e-2 absolute, gradient norm 5.2e-3;
-# bfloat16 weights loss 2.7e-3, gradient norm 9.8e-3. Each loss tolerance stays below 1%, so that the positive
-# control holds at every precision.
-FLOAT32 = Tolerance("float32", 1e-5, 1e-6, 1e-5, 1e-5, flips=0, grad_norm=1e-4, grad_direction=1e-6)
-# A 4-bit NF4 base with bfloat16 adapters: float32 compute, but bitsandbytes' CPU kernels and the bfloat16
-# adapter weights round differently on the two sides (gradient direction 2.8e-5; an optimizer update, rounded to
-# the bfloat16 adapters, 1.2e-4).
-FOUR_BIT = Tolerance(
-    "4-bit base, bfloat16 adapters", 5e-4, 1e-4, 1e-4, 3e-3, flips=1, grad_norm=2e-3, grad_direction=5e-4
-)
-# bfloat16 compute: TRL sums per-token log-probs in bfloat16 (8 bits of mantissa: a sum of ~50 nats is rounded
-# to a multiple of 0.25), so a single pair's log-prob agrees only to about 2⁻⁹ ≈ 2e-3 relative (8e-2 measured on
-# one pair of 52 nats); batch means and the loss, to about 3e-3.
-BFLOAT16 = Tolerance("bfloat16 compute", 4e-3, 2e-4, 4e-3, 1e-2, flips=1, grad_norm=7e-3, grad_direction=1e-3)
-# bfloat16 weights (a full fine-tune in bfloat16): the gradient itself is rounded to bfloat16, and so is an
-# optimizer update (the accumulation check compares updates: 3.1e-3 in direction against the micro-batch mean,
-# 1.8e-2 against the full batch, so 6e-3 still tells them apart).
-BFLOAT16_WEIGHTS = Tolerance("bfloat16 weights", 5e-3, 1e-3, 4e-3, 1e-2, flips=1, grad_norm=2e-2, grad_direction=6e-3)
+@dataclass
+class Noise:
+    """Per-token standard deviations of the rounding noise of a log-prob (policy and reference tokens), of the
+    per-token entropy and mean logit, and the measured layout part (for the report)."""
+
+    policy: Tensor
+    reference: Tensor
+    entropy: float
+    mean_logits: float
+    layout: float
 
 
-# Packed against padded, float32: the same weights and kernels on the same tokens, only laid out differently
-# (measured: loss and metrics identical, gradient norm ratio 1 + 8e-9).
-PACKED_FLOAT32 = Tolerance(
-    "float32, packed vs padded", 1e-6, 1e-7, 1e-6, 1e-7, flips=0, grad_norm=1e-6, grad_direction=1e-9
-)
+def _layout_noise(a: Tensor, b: Tensor, mask: Tensor) -> float:
+    """RMS over completion tokens of a − b, or RMS over sequences of Σ(a − b)/√n, whichever is larger."""
+    difference = (a - b).detach() * mask
+    tokens = mask.sum().clamp(min=1)
+    per_token = float((difference.pow(2).sum() / tokens).sqrt())
+    lengths = mask.sum(dim=1)
+    kept = lengths > 0
+    per_sequence = float((difference.sum(dim=1)[kept].pow(2) / lengths[kept]).mean().sqrt()) if kept.any() else 0.0
+    return max(per_token, per_sequence)
 
 
-def tolerance_for(model) -> Tolerance:
-    """The precision class of a (possibly PEFT-wrapped) model: compute dtype, trainable dtype, a 4-bit base."""
-    if model.get_input_embeddings().weight.dtype == torch.bfloat16:
-        trainable = next(p.dtype for p in model.parameters() if p.requires_grad)
-        quantized = any(type(module).__name__ == "Linear4bit" for module in model.modules())
-        return BFLOAT16_WEIGHTS if trainable == torch.bfloat16 and not quantized else BFLOAT16
-    quantized = any(type(module).__name__ == "Linear4bit" for module in model.modules())
-    return FOUR_BIT if quantized else FLOAT32
+def token_noise(layout: float, tokens: TokenLogps, depth: int) -> Tensor:
+    """σ_t of every token: the layout noise, the logits' rounding and the float32 forward floor, in quadrature."""
+    floor = U32 * tokens.max_logit * math.sqrt(2 * depth + 1)
+    return (layout**2 + tokens.rounding**2 + floor**2).sqrt() * tokens.mask
 
 
-def close_loss(a: float, b: float, tolerance: Tolerance) -> bool:
-    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= tolerance.loss_atol + tolerance.loss_rtol * abs(b)
+def measure_noise(policy: tuple[TokenLogps, TokenLogps], reference: tuple[TokenLogps, TokenLogps], depth: int) -> Noise:
+    """The noise model from the same sequences in two layouts (each alone, and padded in one batch as TRL lays
+    them out), for the policy and for the reference. The layout part is pooled over both models' tokens."""
+    (policy_a, policy_b), (reference_a, reference_b) = policy, reference
+    mask = policy_a.mask
+    layout = max(
+        _layout_noise(policy_a.logps, policy_b.logps, mask), _layout_noise(reference_a.logps, reference_b.logps, mask)
+    )
+    tokens = mask.sum().clamp(min=1)
+
+    def rms(a: Tensor, b: Tensor) -> float:
+        return float((((a - b).detach() * mask).pow(2).sum() / tokens).sqrt())
+
+    rounding = float((policy_a.rounding.pow(2) * mask).sum().div(tokens).sqrt())
+    floor = float(U32 * policy_a.max_logit.max() * math.sqrt(2 * depth + 1))
+    return Noise(
+        policy=token_noise(layout, policy_a, depth),
+        reference=token_noise(layout, reference_a, depth),
+        entropy=math.sqrt(rms(policy_a.entropy, policy_b.entropy) ** 2 + rounding**2 + floor**2),
+        mean_logits=math.sqrt(rms(policy_a.mean_logits, policy_b.mean_logits) ** 2 + floor**2),
+        layout=layout,
+    )
 
 
-def close(a: float, b: float, tolerance: Tolerance, scale: float = 0.0) -> bool:
-    """|a − b| ≤ atol + rtol·max(|b|, scale): ``scale`` is the size of the terms a difference was taken of (a
-    reward margin is a difference of rewards, and inherits their rounding, not its own size's)."""
-    bound = tolerance.atol + tolerance.rtol * max(abs(b), scale)
-    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= bound
+def perturbed(tokens: TokenLogps, sd: Tensor, generator: torch.Generator) -> TokenLogps:
+    """``tokens`` with independent errors ~ N(0, sd²) on every completion token's log-prob (and on the
+    log Σπ² WPO reads)."""
+
+    def noise() -> Tensor:
+        return torch.randn(sd.shape, generator=generator, dtype=torch.float64).to(sd.device) * sd
+
+    return replace(tokens, logps=tokens.logps.detach() + noise(), log_sum_sq_probs=tokens.log_sum_sq_probs + noise())
+
+
+@dataclass
+class Bounds:
+    """The largest difference each compared number may show from rounding alone (absolute)."""
+
+    values: dict[str, float]
+    per_pair: dict[str, Tensor] = field(default_factory=dict)
+    grad_norm: float = 0.0
+    grad_direction: float = 0.0
+    flips: dict[str, int] = field(default_factory=dict)
+    noise: float = 0.0  # the measured layout noise per token (report)
+
+    def agrees(self, key: str, a: float, b: float) -> bool:
+        """Within the bound of ``key``; a number with no bound (a count, the epoch) must be equal."""
+        return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= self.values.get(key, 0.0)
+
+    def gradients_agree(self, statistics: tuple[float, float]) -> bool:
+        ratio, direction = statistics
+        return abs(ratio - 1) <= self.grad_norm and direction <= self.grad_direction
+
+    def renamed(self, prefix: str) -> Bounds:
+        """The same bounds under TRL's prefixed metric names (``eval_loss``, ``eval_rewards/chosen``)."""
+        return replace(self, values={f"{prefix}{key}": value for key, value in self.values.items()})
+
+
+def arithmetic_floor(magnitude: float, terms: int) -> float:
+    """TRL's float32 arithmetic: a sum of ``terms`` numbers of total ``magnitude`` rounded pairwise, then a few
+    more operations."""
+    return (math.ceil(math.log2(max(terms, 1))) + 4) * U32 * magnitude
+
+
+def value_bounds(
+    compute: Callable[[TokenLogps, TokenLogps], tuple[Tensor, dict[str, float], dict[str, Tensor]]],
+    policy: TokenLogps,
+    reference: TokenLogps,
+    noise: Noise,
+    magnitudes: dict[str, float],
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, Tensor]]:
+    """λ · RMS change of every scalar and per-pair output of ``compute`` under ``VALUE_DRAWS`` draws of token
+    noise, plus the arithmetic floor of each (``magnitudes``: the size of the terms a quantity is made of)."""
+    generator = torch.Generator().manual_seed(seed)
+    loss, metrics, per_pair = compute(policy, reference)
+    base = {"loss": float(loss), **metrics}
+    scalar_sq = dict.fromkeys(base, 0.0)
+    pair_sq = {key: torch.zeros_like(values) for key, values in per_pair.items()}
+    with torch.no_grad():
+        for _ in range(VALUE_DRAWS):
+            d_loss, d_metrics, d_pairs = compute(
+                perturbed(policy, noise.policy, generator), perturbed(reference, noise.reference, generator)
+            )
+            drawn = {"loss": float(d_loss), **d_metrics}
+            for key in base:
+                scalar_sq[key] += (drawn[key] - base[key]) ** 2 / VALUE_DRAWS
+            for key in per_pair:
+                pair_sq[key] += (d_pairs[key] - per_pair[key]) ** 2 / VALUE_DRAWS
+    terms = int(policy.mask.sum())
+    scalars = {
+        key: LAMBDA * math.sqrt(scalar_sq[key]) + arithmetic_floor(magnitudes.get(key, abs(base[key])), terms)
+        for key in base
+    }
+    pairs = {key: LAMBDA * pair_sq[key].sqrt() + arithmetic_floor(magnitudes.get(key, 0.0), terms) for key in per_pair}
+    return scalars, pairs
 
 
 def gradient_statistics(trl: dict[str, torch.Tensor], ours: dict[str, torch.Tensor]) -> tuple[float, float]:
@@ -94,6 +189,33 @@ def gradient_statistics(trl: dict[str, torch.Tensor], ours: dict[str, torch.Tens
     return ratio, float(1 - torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
-def gradients_agree(statistics: tuple[float, float], tolerance: Tolerance) -> bool:
-    ratio, direction = statistics
-    return abs(ratio - 1) <= tolerance.grad_norm and direction <= tolerance.grad_direction
+def gradient_bounds(
+    gradient: dict[str, Tensor],
+    drawn: list[dict[str, Tensor]],
+    other_layout: dict[str, Tensor],
+    compute_dtype: torch.dtype,
+) -> tuple[float, float]:
+    """(norm-ratio bound, 1 − cos bound) of a gradient, from two sources of error taken in quadrature: the draws of
+    value noise (``drawn``: their coefficients ∂L/∂log π moved by rounding-sized errors) and the backward's own
+    rounding (``other_layout``: the same gradient through the other layout's forward). Norm ratio: λ · √(RMS² of
+    the draws' |ratio − 1| + the layout's²), above u of the compute dtype (a norm computed in a dtype is not
+    trusted below its unit roundoff); 1 − cos: λ² · (mean of the draws' + the layout's), above (4u)²."""
+    statistics = [gradient_statistics(g, gradient) for g in drawn]
+    layout_ratio, layout_direction = gradient_statistics(other_layout, gradient)
+    ratio_sq = sum((ratio - 1) ** 2 for ratio, _ in statistics) / len(statistics) + (layout_ratio - 1) ** 2
+    direction = sum(d for _, d in statistics) / len(statistics) + layout_direction
+    unit = unit_roundoff(compute_dtype)
+    return LAMBDA * math.sqrt(ratio_sq) + unit, LAMBDA**2 * direction + (4 * unit) ** 2
+
+
+def compute_dtype(model) -> torch.dtype:
+    """The lowest precision that takes part in the forward: the weights' or the trainable adapters' dtype
+    (QLoRA's adapters are bfloat16 even when the base computes in float32)."""
+    dtypes = {model.get_input_embeddings().weight.dtype}
+    dtypes |= {p.dtype for p in model.parameters() if p.requires_grad and p.dtype.is_floating_point}
+    return max(dtypes, key=unit_roundoff)
+
+
+def allowed_flips(margins: Tensor, bounds: Tensor) -> int:
+    """Discrete events (a reward comparison, a top-1 choice) whose deciding margin lies within its bound."""
+    return int((margins.abs() <= bounds).sum())

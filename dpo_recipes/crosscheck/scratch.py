@@ -37,12 +37,30 @@ def sequence_token_logps(model, own: OwnBatch, details: bool = False) -> TokenLo
 DETAILS = ("entropy", "mean_logits", "is_top1", "top1_margin", "rounding", "max_logit")
 
 
-def batched_token_logps(model, own: OwnBatch, details: bool = False) -> TokenLogps:
-    """`token_logps` of the same sequences laid out as TRL lays them: right-padded, one forward for the batch.
-    The two layouts round differently; their difference is the forward's rounding noise (`tolerances`)."""
+LAYOUTS = {"padded as TRL": (1, 0), "chosen and rejected apart": (2, 0), "padded 8 wider": (1, 8)}
+
+
+def batched_token_logps(model, own: OwnBatch, details: bool = False, parts: int = 1, extra: int = 0) -> TokenLogps:
+    """`token_logps` of the same sequences in other layouts: right-padded as TRL lays them out (one forward for
+    the batch), in ``parts`` forwards (2: chosen and rejected sequences apart), ``extra`` padding columns wider.
+    Each layout rounds differently; the differences are the forward's rounding noise (`tolerances`)."""
     device = next(model.parameters()).device
-    batch = {key: value.to(device) for key, value in own.padded(pad_token_id=0).items()}
-    return token_logps(model, **batch, details=details, float64_head=True)
+    batch = own.padded(pad_token_id=0)
+    width = batch["input_ids"].shape[1] + extra
+    batch = {key: torch.nn.functional.pad(value, (0, extra)).to(device) for key, value in batch.items()}
+    size = -(-batch["input_ids"].shape[0] // parts)
+    pieces = [
+        token_logps(
+            model,
+            **{key: value[start : start + size] for key, value in batch.items()},
+            details=details,
+            float64_head=True,
+        )
+        for start in range(0, batch["input_ids"].shape[0], size)
+    ]
+    names = ("logps", "mask", "log_sum_sq_probs", *(DETAILS if details else ()))
+    joined = {name: torch.cat([getattr(piece, name) for piece in pieces]) for name in names}
+    return TokenLogps(**{name: value[:, : width - 1 - extra] for name, value in joined.items()})
 
 
 def token_metrics(tokens: TokenLogps, own: OwnBatch, tokens_before: int) -> dict[str, float]:

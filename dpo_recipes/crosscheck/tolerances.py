@@ -6,9 +6,11 @@ one forward through its fused LM head; the from-scratch side runs each sequence 
 float64. A bound is built in three steps:
 
 1. **The per-token rounding noise** σ_t of a log-prob, as the quadrature sum of
-   - the *layout* noise, measured: the from-scratch forward is run a second time with the batch laid out as TRL lays
-     it (right-padded, one forward); σ_layout is the RMS difference of the two layouts' token log-probs, or of their
-     sequence sums ÷ √n where a sequence's errors are correlated, whichever is larger (`measure_noise`);
+   - the *layout* noise, measured: the from-scratch forward is run again with the batch in other layouts
+     (right-padded in one forward as TRL lays it out, chosen and rejected apart, padded wider: `scratch.LAYOUTS`);
+     σ_layout is the RMS difference of a layout's token log-probs from the one-by-one forward's, or of their
+     sequence sums ÷ √n where a sequence's errors are correlated, whichever is larger, for the layout and model
+     where it is largest (`measure_noise`);
    - the rounding of the logits to the model's output dtype, derived per token (`scoring._margin_and_rounding`:
      u/√3 · |z| weighted by the softmax; it is what makes bfloat16 differ);
    - a floor for a float32 forward through L layers, u₃₂ · max|z| · √(2L + 1): each layer rounds twice (attention,
@@ -18,7 +20,8 @@ float64. A bound is built in three steps:
    every logged metric, every pair's values). A quantity's bound is λ times the RMS change, so a reward margin
    inherits the noise of both rewards it is the difference of, a loss its sensitivity to each token, a sum over n
    tokens its √n. ``GRADIENT_DRAWS`` of those draws also go through the backward pass (the gradient's coefficients
-   ∂L/∂log π change with the errors), and so does the second layout itself, which adds the backward's own rounding.
+   ∂L/∂log π change with the errors), and so do the other layouts themselves, which add the backward's own
+   rounding; the norm ratio is never trusted below (2L + 1)·u of the compute dtype.
 3. **The floor of the arithmetic**: TRL reports float32 values, each rounded at least once per operation:
    (⌈log₂ n⌉ + 4) · u₃₂ · the magnitude of the terms it was computed from.
 
@@ -83,26 +86,32 @@ def token_noise(layout: float, tokens: TokenLogps, depth: int) -> Tensor:
     return (layout**2 + tokens.rounding**2 + floor**2).sqrt() * tokens.mask
 
 
-def measure_noise(policy: tuple[TokenLogps, TokenLogps], reference: tuple[TokenLogps, TokenLogps], depth: int) -> Noise:
-    """The noise model from the same sequences in two layouts (each alone, and padded in one batch as TRL lays
-    them out), for the policy and for the reference. The layout part is pooled over both models' tokens."""
-    (policy_a, policy_b), (reference_a, reference_b) = policy, reference
-    mask = policy_a.mask
-    layout = max(
-        _layout_noise(policy_a.logps, policy_b.logps, mask), _layout_noise(reference_a.logps, reference_b.logps, mask)
-    )
+def measure_noise(
+    policy: TokenLogps,
+    reference: TokenLogps,
+    policy_layouts: list[TokenLogps],
+    reference_layouts: list[TokenLogps],
+    depth: int,
+) -> Noise:
+    """The noise model from the same sequences computed each alone (``policy``, ``reference``) and in other
+    layouts (padded in one batch as TRL lays them out, …), for the policy and for the reference. The layout part
+    is the largest over every layout and both models: TRL's own layout may round like any of them."""
+    mask = policy.mask
+    pairs = [(policy, other) for other in policy_layouts] + [(reference, other) for other in reference_layouts]
+    layout = max(_layout_noise(a.logps, b.logps, mask) for a, b in pairs)
     tokens = mask.sum().clamp(min=1)
 
-    def rms(a: Tensor, b: Tensor) -> float:
-        return float((((a - b).detach() * mask).pow(2).sum() / tokens).sqrt())
+    def rms(field: str) -> float:
+        squares = [((getattr(policy, field) - getattr(b, field)).detach() * mask).pow(2).sum() for b in policy_layouts]
+        return float((sum(squares) / (len(squares) * tokens)).sqrt())
 
-    rounding = float((policy_a.rounding.pow(2) * mask).sum().div(tokens).sqrt())
-    floor = float(U32 * policy_a.max_logit.max() * math.sqrt(2 * depth + 1))
+    rounding = float((policy.rounding.pow(2) * mask).sum().div(tokens).sqrt())
+    floor = float(U32 * policy.max_logit.max() * math.sqrt(2 * depth + 1))
     return Noise(
-        policy=token_noise(layout, policy_a, depth),
-        reference=token_noise(layout, reference_a, depth),
-        entropy=math.sqrt(rms(policy_a.entropy, policy_b.entropy) ** 2 + rounding**2 + floor**2),
-        mean_logits=math.sqrt(rms(policy_a.mean_logits, policy_b.mean_logits) ** 2 + floor**2),
+        policy=token_noise(layout, policy, depth),
+        reference=token_noise(layout, reference, depth),
+        entropy=math.sqrt(rms("entropy") ** 2 + rounding**2 + floor**2),
+        mean_logits=math.sqrt(rms("mean_logits") ** 2 + floor**2),
         layout=layout,
     )
 
@@ -192,20 +201,25 @@ def gradient_statistics(trl: dict[str, torch.Tensor], ours: dict[str, torch.Tens
 def gradient_bounds(
     gradient: dict[str, Tensor],
     drawn: list[dict[str, Tensor]],
-    other_layout: dict[str, Tensor],
+    other_layouts: list[dict[str, Tensor]],
     compute_dtype: torch.dtype,
+    depth: int,
 ) -> tuple[float, float]:
     """(norm-ratio bound, 1 − cos bound) of a gradient, from two sources of error taken in quadrature: the draws of
     value noise (``drawn``: their coefficients ∂L/∂log π moved by rounding-sized errors) and the backward's own
-    rounding (``other_layout``: the same gradient through the other layout's forward). Norm ratio: λ · √(RMS² of
-    the draws' |ratio − 1| + the layout's²), above u of the compute dtype (a norm computed in a dtype is not
-    trusted below its unit roundoff); 1 − cos: λ² · (mean of the draws' + the layout's), above (4u)²."""
-    statistics = [gradient_statistics(g, gradient) for g in drawn]
-    layout_ratio, layout_direction = gradient_statistics(other_layout, gradient)
-    ratio_sq = sum((ratio - 1) ** 2 for ratio, _ in statistics) / len(statistics) + (layout_ratio - 1) ** 2
-    direction = sum(d for _, d in statistics) / len(statistics) + layout_direction
+    rounding (``other_layouts``: the same gradient through other layouts' forwards). Norm ratio: λ · √(RMS² of the
+    draws' |ratio − 1| + RMS² of the layouts'), above (2L + 1)·u of the compute dtype (the backward through L
+    layers rounds at every stage, and the stages' errors may add up along the gradient); 1 − cos: λ² · (mean of
+    the draws' + mean of the layouts'), above (4u)²."""
+
+    def statistics(gradients: list[dict[str, Tensor]]) -> tuple[float, float]:
+        stats = [gradient_statistics(g, gradient) for g in gradients]
+        return sum((r - 1) ** 2 for r, _ in stats) / len(stats), sum(d for _, d in stats) / len(stats)
+
+    (drawn_sq, drawn_direction), (layout_sq, layout_direction) = statistics(drawn), statistics(other_layouts)
     unit = unit_roundoff(compute_dtype)
-    return LAMBDA * math.sqrt(ratio_sq) + unit, LAMBDA**2 * direction + (4 * unit) ** 2
+    ratio = LAMBDA * math.sqrt(drawn_sq + layout_sq) + (2 * depth + 1) * unit
+    return ratio, LAMBDA**2 * (drawn_direction + layout_direction) + (4 * unit) ** 2
 
 
 def compute_dtype(model) -> torch.dtype:

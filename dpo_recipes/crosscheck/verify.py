@@ -20,7 +20,7 @@ from dpo_recipes import trl_internals
 from dpo_recipes.crosscheck import losses
 from dpo_recipes.crosscheck.batches import OwnBatch
 from dpo_recipes.crosscheck.logprobs import ld_sequence, pair_weights
-from dpo_recipes.crosscheck.scratch import batched_token_logps, sequence_token_logps, token_metrics
+from dpo_recipes.crosscheck.scratch import LAYOUTS, batched_token_logps, sequence_token_logps, token_metrics
 from dpo_recipes.crosscheck.tolerances import (
     GRADIENT_DRAWS,
     LAMBDA,
@@ -276,18 +276,19 @@ DISCRETE = ("rewards/accuracies", "mean_token_accuracy")
 @dataclass
 class Sides:
     """The from-scratch forwards of one batch: per-token views of the policy (with its graph) and the reference,
-    each sequence alone (``a``, what the check compares) and as TRL lays the batch out (``b``), and the rounding
-    noise measured between the two (`tolerances.measure_noise`)."""
+    each sequence alone (``a``, what the check compares) and in the other layouts of `scratch.LAYOUTS`, and the
+    rounding noise measured between them (`tolerances.measure_noise`)."""
 
     own: OwnBatch
     policy_a: TokenLogps
-    policy_b: TokenLogps
     ref_a: TokenLogps
-    ref_b: TokenLogps
+    policy_layouts: list[TokenLogps]
+    ref_layouts: list[TokenLogps]
     noise: Noise
     parameters: dict[str, torch.nn.Parameter]
     grad_dtype: torch.dtype
     compute_dtype: torch.dtype
+    depth: int
     tokens_before: int = 0
 
 
@@ -297,14 +298,25 @@ def scratch_sides(trainer, own: OwnBatch, tokens_before: int = 0) -> Sides:
     parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
     with torch.no_grad(), as_reference(trainer.accelerator.unwrap_model(model), trainer.ref_model) as ref_model:
         ref_a = sequence_token_logps(ref_model, own, details=True)
-        ref_b = batched_token_logps(ref_model, own, details=True)
+        ref_layouts = [batched_token_logps(ref_model, own, True, *layout) for layout in LAYOUTS.values()]
     policy_a = sequence_token_logps(model, own, details=True)
-    policy_b = batched_token_logps(model, own, details=True)
+    policy_layouts = [batched_token_logps(model, own, True, *layout) for layout in LAYOUTS.values()]
     depth = model.config.get_text_config().num_hidden_layers
-    noise = measure_noise((policy_a, policy_b), (ref_a, ref_b), depth)
+    noise = measure_noise(policy_a, ref_a, policy_layouts, ref_layouts, depth)
     grad_dtype = next(iter(parameters.values())).dtype
-    lowest = compute_dtype(model)
-    return Sides(own, policy_a, policy_b, ref_a, ref_b, noise, parameters, grad_dtype, lowest, tokens_before)
+    return Sides(
+        own,
+        policy_a,
+        ref_a,
+        policy_layouts,
+        ref_layouts,
+        noise,
+        parameters,
+        grad_dtype,
+        compute_dtype(model),
+        depth,
+        tokens_before,
+    )
 
 
 def _leaf(tokens: TokenLogps) -> TokenLogps:
@@ -381,9 +393,14 @@ def scratch_candidate(setting: Setting, sides: Sides, departures: frozenset[str]
         drawn = _leaf(perturbed(leaf, sides.noise.policy, generator))
         drawn_loss, _, _ = compute(drawn, perturbed(sides.ref_a, sides.noise.reference, generator))
         perturbed_gradients.append(_model_gradient(drawn_loss, drawn, sides.policy_a, sides.parameters))
-    leaf_b = _leaf(sides.policy_b)
-    layout_b = _model_gradient(compute(leaf_b, sides.ref_b)[0], leaf_b, sides.policy_b, sides.parameters)
-    grad_norm, grad_direction = gradient_bounds(gradients, perturbed_gradients, layout_b, sides.compute_dtype)
+    layout_gradients = []
+    for policy, ref in zip(sides.policy_layouts, sides.ref_layouts, strict=True):
+        leaf_layout = _leaf(policy)
+        layout_loss = compute(leaf_layout, ref)[0]
+        layout_gradients.append(_model_gradient(layout_loss, leaf_layout, policy, sides.parameters))
+    grad_norm, grad_direction = gradient_bounds(
+        gradients, perturbed_gradients, layout_gradients, sides.compute_dtype, sides.depth
+    )
     bounds = Bounds(values, pair_bounds, grad_norm, grad_direction, noise=sides.noise.layout)
     return Candidate(departures, float(loss), metrics, gradients, per_pair, bounds)
 

@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from conftest import LINEAR_ADAMW as OPTIMIZER  # tests/ is this script's directory: an update linear in the gradients
 from safetensors.torch import save_file
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -40,6 +39,11 @@ from trl import DPOConfig, ModelConfig
 from dpo_recipes import embedded
 from dpo_recipes.data import load_preference_splits
 from dpo_recipes.models import build_dpo_trainer
+
+try:  # an AdamW update linear in the gradients (conftest.LINEAR_ADAMW)
+    from .conftest import LINEAR_ADAMW as OPTIMIZER  # imported as tests.sharded_worker (pytest collects it)
+except ImportError:
+    from conftest import LINEAR_ADAMW as OPTIMIZER  # run as a script: tests/ is on the path
 
 GLOBAL_BATCH = 8
 POLICIES = {

@@ -1,3 +1,7 @@
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -5,6 +9,7 @@ from datasets import load_dataset
 
 from dpo_recipes import embedded
 from dpo_recipes.files import atomic_directory, atomic_write_text
+from dpo_recipes.tiny_lm import build_tiny_model, train_tokenizer
 
 
 def test_other_names_pass_through_unchanged():
@@ -59,3 +64,24 @@ def test_cache_key_covers_settings_and_builder_source(tmp_path, monkeypatch):
     monkeypatch.setattr(embedded.inspect, "getsource", lambda module: real_getsource(module) + "# edited\n")
     assert embedded.resolve(embedded.WORLD) != original  # edited builder code, rebuilt
     assert len(calls) == 3
+
+
+def _settings_under(seed: str) -> subprocess.CompletedProcess:
+    """The tiny models' settings as a process started with DPO_RECIPES_SEED=seed sees them."""
+    code = "import json; from dpo_recipes import embedded as e; print(json.dumps([e.BASE_SETTINGS, e.SFT_SETTINGS]))"
+    environment = {**os.environ, "DPO_RECIPES_SEED": seed}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
+
+
+def test_the_seed_switch_builds_the_tiny_models_as_another_machine_would(tmp_path, monkeypatch):
+    """DPO_RECIPES_SEED seeds the tiny base's initial weights and its SFT training, and each seed has its own cache
+    entry (the settings are part of the key), so `DPO_RECIPES_SEED=1 make test` runs on other weights."""
+    base, sft = json.loads(_settings_under("3").stdout)
+    assert base["seed"] == 3 and sft["seed"] == 3
+    assert embedded.BASE_SETTINGS["seed"] == int(os.environ.get("DPO_RECIPES_SEED", "0"))
+    refused = _settings_under("one")
+    assert refused.returncode != 0 and "DPO_RECIPES_SEED='one': expected a non-negative integer" in refused.stderr
+
+    tokenizer = train_tokenizer(["the red fox is kind"] * 8, vocab_size=300)
+    weights = [build_tiny_model(tokenizer, seed=seed).model.embed_tokens.weight for seed in (0, 1)]
+    assert not weights[0].equal(weights[1])  # another seed, other weights

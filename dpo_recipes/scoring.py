@@ -79,7 +79,9 @@ def token_logps(
 
 
 def _logits(model, input_ids: Tensor, attention_mask: Tensor, float64_head: bool) -> Tensor:
-    config = model.config.get_text_config()
+    """The model's logits; with ``float64_head``, the final hidden states times the output embeddings in float64,
+    unless the model scales or caps its logits (then its own logits)."""
+    config = model.config.get_text_config() if float64_head else None
     scaled = any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
     if not float64_head or scaled:
         return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits

@@ -134,7 +134,6 @@ class Bounds:
     per_pair: dict[str, Tensor] = field(default_factory=dict)
     grad_norm: float = 0.0
     grad_direction: float = 0.0
-    flips: dict[str, int] = field(default_factory=dict)
     noise: float = 0.0  # the measured layout noise per token (report)
 
     def agrees(self, key: str, a: float, b: float) -> bool:

@@ -65,7 +65,16 @@ MUTANTS = {
             "chosen_logps, rejected_logps = logps.chunk(2, dim=0); rejected_logps = rejected_logps.roll(1)",
         ),
     ),
-    # class: evaluation path
+    # class: reference paths (on the fly; stored after the policy moved; a new eval set after training)
+    "on-the-fly reference computed with the adapter on": (
+        "loss",
+        (
+            DPO,
+            "_compute_loss",
+            'ref_model_unwrapped, adapter_name="ref" if "ref" in ref_model_unwrapped.peft_config else None',
+            'ref_model_unwrapped, adapter_name="default"',
+        ),
+    ),
     "precomputed reference computed with the adapter on": (
         "paths",
         (DPO, "compute_ref_log_probs", "if self.ref_model is None and is_peft_model(self.model):", "if False:"),

@@ -60,15 +60,16 @@ def test_every_loss_type_and_option_matches_trl_or_a_named_departure(tiny_sft_pa
     ipo = next(r for r in results if r.setting == "ipo").rows[0]
     assert ipo.verdict == "departure" and abs(ipo.trl - ipo.variant) <= ipo.tolerance
     assert abs(ipo.trl - ipo.reference) > 10 * ipo.tolerance  # far beyond rounding
-    sensitive = {r.setting for r in results if r.sensitive}
-    assert "sigmoid" in sensitive and (dtype == "bfloat16" or len(sensitive) == len(results))  # sees a 1% error
+    if dtype == "float32":  # a 1% error shows in every setting (in bf16 it may hide in rounding: see the mutants)
+        assert all(r.sensitive for r in results), [r.setting for r in results if not r.sensitive]
     rows = {row.quantity: row for row in results[0].rows}
     assert rows["rewards/chosen"].trl != 0 and rows["grad 1 - cosine"].trl < 1e-3  # a real, moved policy
 
 
 def test_a_wrong_reference_is_caught(tiny_sft_path, monkeypatch):
-    """The check can fail: a hinge written with the wrong margin (2 instead of 1) is an unexplained mismatch."""
-    monkeypatch.setattr(losses, "hinge", lambda h, beta: torch.relu(2 - beta * h))
+    """The check can fail: a hinge written with the wrong scale (2β instead of β) is an unexplained mismatch, in
+    the loss and in the gradient (twice as steep wherever the hinge is active)."""
+    monkeypatch.setattr(losses, "hinge", lambda h, beta: torch.relu(1 - 2 * beta * h))
     (result,) = runner.crosscheck(["hinge"])
     rows = {row.quantity: row for row in result.rows}
     assert not result.passed and rows["loss"].verdict == "MISMATCH"

@@ -128,7 +128,6 @@ def test_packed_training_follows_the_padded_run_step_for_step(tmp_path, pairs):
         runs[packed] = (losses, weights)
     # the losses: float32 sums over the same tokens in another layout (1e-6 of their size), 10× room
     assert len(runs[True][0]) == 4 and runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
-    assert runs[False][0][-1] < runs[False][0][0]  # it trained
     assert_same_updates(start, runs[False][1], runs[True][1])
 
 

@@ -99,15 +99,15 @@ DEPARTURES = (
     Departure(
         "wpo_weight_unclamped",
         lambda s: s.use_weighting,
-        "WPO's pair weight w(y_w)·w(y_l) is clamped at 1 in the WPO authors' code (and in TRL before 1.0); "
+        "WPO's pair weight w(y_w)·w(y_l) is clamped at 1 in the WPO authors' code (and in TRL 0.x); "
         "TRL 1.16 leaves it unclamped, so pairs the policy finds likely weigh more than 1.",
     ),
     Departure(
         "ld_alpha_on_reference",
         lambda s: s.ld_alpha is not None and s.ld_alpha != 1,
-        "LD-DPO (Liu et al. 2024) down-weights the tail tokens of the policy's log-likelihood by α; its authors' "
-        "setting in LLaMA-Factory and TRL before 1.0 leave the reference's log-likelihood a plain sum. TRL 1.16 "
-        "weights the reference's tail tokens by α as well.",
+        "LD-DPO (Liu et al. 2024) down-weights the tail tokens of the policy's log-likelihood by α; LLaMA-Factory's "
+        "implementation and TRL 0.x leave the reference's log-likelihood a plain sum. TRL 1.16 weights the "
+        "reference's tail tokens by α as well.",
     ),
     Departure(
         "sft_nll_per_token",

@@ -23,7 +23,7 @@ import torch
 from dpo_recipes.errors import ConfigError
 
 
-def _unpack(values: torch.Tensor | None, places: list[tuple[int, int]], lengths: list[int], width: int):
+def unpack(values: torch.Tensor | None, places: list[tuple[int, int]], lengths: list[int], width: int):
     """Per-token values of the packed rows (R, W − 1) back to the padded layout (N, width)."""
     if values is None:
         return None
@@ -100,7 +100,7 @@ def pack_forward(model, reset_positions: bool = True, row_tokens: int | None = N
         output = fused(**packed, fused_lm_head=True, **kwargs)
         fields = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1", "label_mask")
         for name in fields:
-            setattr(output, name, _unpack(getattr(output, name), places, lengths, width))
+            setattr(output, name, unpack(getattr(output, name), places, lengths, width))
         return output
 
     model.forward = types.MethodType(forward, model)

@@ -53,13 +53,15 @@ def token_logps(
     completion_mask: Tensor,
     details: bool = False,
     float64_head: bool = False,
+    position_ids: Tensor | None = None,
 ) -> TokenLogps:
     """One plain forward of ``model`` (no TRL code path): logits upcast to float64 before the log-softmax.
     ``details`` adds the per-token entropy, mean logit and top-1 flag (what TRL's logged metrics average), and
     what the cross-check's error bounds read: the top-1 margin, the largest logit and the rounding of the logits.
     ``float64_head`` computes the logits from the final hidden states in float64 (for a plain linear LM head),
-    so that they carry no rounding of a low-precision output dtype."""
-    raw = _logits(model, input_ids, attention_mask, float64_head)[:, :-1]
+    so that they carry no rounding of a low-precision output dtype. ``position_ids`` (with no attention mask) run
+    packed rows, positions restarting at every sequence."""
+    raw = _logits(model, input_ids, attention_mask, float64_head, position_ids)[:, :-1]
     logits = raw.double()
     log_probs = torch.log_softmax(logits, dim=-1)
     targets = input_ids[:, 1:]
@@ -78,14 +80,17 @@ def token_logps(
     return tokens
 
 
-def _logits(model, input_ids: Tensor, attention_mask: Tensor, float64_head: bool) -> Tensor:
+def _logits(model, input_ids: Tensor, attention_mask: Tensor, float64_head: bool, position_ids=None) -> Tensor:
     """The model's logits; with ``float64_head``, the final hidden states times the output embeddings in float64,
     unless the model scales or caps its logits (then its own logits)."""
     config = model.config.get_text_config() if float64_head else None
     scaled = any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids
     if not float64_head or scaled:
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=True)
+        return model(**inputs).logits
+    outputs = model(**inputs, output_hidden_states=True)
     head = model.get_output_embeddings()
     logits = outputs.hidden_states[-1].double() @ head.weight.double().T
     return logits if head.bias is None else logits + head.bias.double()

@@ -60,7 +60,8 @@ def test_every_loss_type_and_option_matches_trl_or_a_named_departure(tiny_sft_pa
     ipo = next(r for r in results if r.setting == "ipo").rows[0]
     assert ipo.verdict == "departure" and abs(ipo.trl - ipo.variant) <= ipo.tolerance
     assert abs(ipo.trl - ipo.reference) > 10 * ipo.tolerance  # far beyond rounding
-    if dtype == "float32":  # a 1% error shows in every setting (in bf16 it may hide in rounding: see the mutants)
+    if dtype == "float32" and policy != "qlora":  # a 1% error shows in every setting (QLoRA's adapters are bf16,
+        # and in bf16 an exp-shaped loss may hide it in rounding: the bf16 mutant shows it on a larger batch)
         assert all(r.sensitive for r in results), [r.setting for r in results if not r.sensitive]
     rows = {row.quantity: row for row in results[0].rows}
     assert rows["rewards/chosen"].trl != 0 and rows["grad 1 - cosine"].trl < 1e-3  # a real, moved policy

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from dpo_recipes.crosscheck.batches import OwnBatch
+from dpo_recipes.packing import packed_inputs, unpack
 from dpo_recipes.scoring import TokenLogps, token_logps
 
 
@@ -37,13 +38,16 @@ def sequence_token_logps(model, own: OwnBatch, details: bool = False) -> TokenLo
 DETAILS = ("entropy", "mean_logits", "is_top1", "top1_margin", "rounding", "max_logit")
 
 
-LAYOUTS = {"padded as TRL": (1, 0), "chosen and rejected apart": (2, 0), "padded 8 wider": (1, 8)}
+LAYOUTS = {"padded as TRL": (1, 0), "chosen and rejected apart": (2, 0), "padded 8 wider": (1, 8), "one row": (0, 0)}
 
 
 def batched_token_logps(model, own: OwnBatch, details: bool = False, parts: int = 1, extra: int = 0) -> TokenLogps:
     """`token_logps` of the same sequences in other layouts: right-padded as TRL lays them out (one forward for
     the batch), in ``parts`` forwards (2: chosen and rejected sequences apart), ``extra`` padding columns wider.
-    Each layout rounds differently; the differences are the forward's rounding noise (`tolerances`)."""
+    Each layout rounds differently; the differences are the forward's rounding noise (`tolerances`). ``parts=0``
+    packs every sequence into one row instead (`packed_token_logps`)."""
+    if parts == 0:
+        return packed_token_logps(model, own, details)
     device = next(model.parameters()).device
     batch = own.padded(pad_token_id=0)
     width = batch["input_ids"].shape[1] + extra
@@ -61,6 +65,23 @@ def batched_token_logps(model, own: OwnBatch, details: bool = False, parts: int 
     names = ("logps", "mask", "log_sum_sq_probs", *(DETAILS if details else ()))
     joined = {name: torch.cat([getattr(piece, name) for piece in pieces]) for name in names}
     return TokenLogps(**{name: value[:, : width - 1 - extra] for name, value in joined.items()})
+
+
+def packed_token_logps(model, own: OwnBatch, details: bool = False) -> TokenLogps:
+    """`token_logps` of the sequences packed into one row, positions restarting at each (as ``pack_sequences``
+    runs them, `dpo_recipes.packing`), laid back out per sequence."""
+    device = next(model.parameters()).device
+    batch = own.padded(pad_token_id=0)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    packed = packed_inputs(batch["input_ids"], batch["attention_mask"], labels, row_tokens=10**6)
+    places, lengths, width = packed["layout"]
+    ids = packed["input_ids"].to(device)
+    row = token_logps(
+        model, ids, None, torch.ones_like(ids), details, True, position_ids=packed["position_ids"].to(device)
+    )
+    names = ("logps", "log_sum_sq_probs", *(DETAILS if details else ()))
+    laid_out = {name: unpack(getattr(row, name), places, lengths, width) for name in names}
+    return TokenLogps(**laid_out, mask=batch["completion_mask"][:, 1:].double().to(device))
 
 
 def token_metrics(tokens: TokenLogps, own: OwnBatch, tokens_before: int) -> dict[str, float]:

@@ -12,9 +12,9 @@ import torch
 from transformers import AutoTokenizer, MistralForCausalLM, TrainerCallback
 from trl import DPOConfig
 
-from dpo_recipes import embedded
 from dpo_recipes.data import load_preference_splits
-from dpo_recipes.tiny_lm import tiny_config
+from dpo_recipes.worlds import embedded
+from dpo_recipes.worlds.tiny_lm import tiny_config
 
 SIZES = {
     "tiny": dict(hidden_size=64, layers=2),  # for --quick (a smoke run of the whole suite)

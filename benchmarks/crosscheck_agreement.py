@@ -154,7 +154,7 @@ def main() -> None:
     lines = table(by_environment)
     print("\n".join(lines))
     print(f"\n{round(time.time() - started)} s; CPU kernels {torch.backends.cpu.get_cpu_capability()}")
-    from dpo_recipes.files import atomic_write_text
+    from dpo_recipes.core.files import atomic_write_text
 
     atomic_write_text(args.output, json.dumps(by_environment, indent=1) + "\n")
 

@@ -14,7 +14,7 @@ import common
 import torch
 from trl import ModelConfig
 
-from dpo_recipes.models import build_dpo_trainer
+from dpo_recipes.trainer.build import build_dpo_trainer
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:

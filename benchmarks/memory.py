@@ -69,8 +69,8 @@ def measure(mode: str, size: str, batch: int = 8, steps: int = 2) -> dict:
     import torch
     from trl import ModelConfig
 
-    from dpo_recipes.models import build_dpo_trainer
-    from dpo_recipes.packing import pair_tokens
+    from dpo_recipes.trainer.build import build_dpo_trainer
+    from dpo_recipes.trainer.packing import pair_tokens
 
     idle, idle_split = peak_rss_mib(), resident_mib()  # torch, transformers, TRL imported; no model yet
     packed = LENGTH_MODES.get(mode)

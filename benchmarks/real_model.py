@@ -75,8 +75,8 @@ def matmul_peak(device: str) -> float:
 
 
 def model_and_pairs(args) -> tuple[str, object]:
-    from dpo_recipes import embedded
     from dpo_recipes.data import load_preference_splits
+    from dpo_recipes.worlds import embedded
 
     model = args.model or embedded.resolve(embedded.SMOLLM2)
     pairs = args.pairs or embedded.resolve(embedded.REVIEW_PAIRS)
@@ -101,7 +101,7 @@ def run_variant(args) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
     from trl import DPOConfig, ModelConfig
 
-    from dpo_recipes.models import build_dpo_trainer
+    from dpo_recipes.trainer.build import build_dpo_trainer
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)

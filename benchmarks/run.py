@@ -29,8 +29,8 @@ import memory  # noqa: E402
 import scaling  # noqa: E402
 import throughput  # noqa: E402
 
-from dpo_recipes.files import atomic_write_text  # noqa: E402
-from dpo_recipes.reporting import pyplot, save_figure  # noqa: E402
+from dpo_recipes.core.files import atomic_write_text  # noqa: E402
+from dpo_recipes.evaluation.reporting import pyplot, save_figure  # noqa: E402
 
 FULL = dict(
     small="20M",

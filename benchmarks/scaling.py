@@ -8,7 +8,7 @@ import common
 from datasets import Dataset
 from trl import ModelConfig
 
-from dpo_recipes.models import build_dpo_trainer
+from dpo_recipes.trainer.build import build_dpo_trainer
 
 FILLER = " Tell me about the red fox and the golden river and the black forest."
 

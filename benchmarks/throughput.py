@@ -19,10 +19,10 @@ from scaling import FILLER
 from transformers import AutoModelForCausalLM
 from trl import DPOTrainer, ModelConfig
 
-from dpo_recipes.models import build_dpo_trainer
-from dpo_recipes.packing import pair_tokens
+from dpo_recipes.trainer.build import build_dpo_trainer
+from dpo_recipes.trainer.packing import pair_tokens
 
-# Each variant is a DPOConfig delta; "trl" is plain DPOTrainer, the others go through dpo_recipes.models.
+# Each variant is a DPOConfig delta; "trl" is plain DPOTrainer, the others go through dpo_recipes.trainer.build.
 VARIANTS = {
     "trl": {},
     "recipe, speed options off": {},

@@ -82,7 +82,7 @@ def data_doctor(args) -> None:
     if args.tokenizer:
         from transformers import AutoTokenizer
 
-        from dpo_recipes import embedded
+        from dpo_recipes.worlds import embedded
 
         tokenizer = AutoTokenizer.from_pretrained(embedded.resolve(args.tokenizer))
     report = diagnose(
@@ -156,7 +156,7 @@ def crosscheck(args) -> None:
     if any(row.verdict == "departure" for row in extra):
         print(f"Departure {runner.paths.ACCUMULATION_DEPARTURE}")
     if args.json:
-        from dpo_recipes.files import atomic_write_text
+        from dpo_recipes.core.files import atomic_write_text
 
         atomic_write_text(args.json, runner.to_json(results, extra))
     failed = [r.setting for r in results if not r.passed] + [row.quantity for row in extra if row.verdict == "MISMATCH"]
@@ -165,7 +165,7 @@ def crosscheck(args) -> None:
 
 
 def evaluate(args) -> None:
-    from dpo_recipes.run_eval import evaluate_run
+    from dpo_recipes.evaluation.run_eval import evaluate_run
 
     temperatures = [float(t) for t in args.temperatures.split(",")]
     results = evaluate_run(
@@ -196,9 +196,9 @@ def evaluate(args) -> None:
 
 
 def pairs(args) -> None:
-    from dpo_recipes import embedded
-    from dpo_recipes.pairs import PairSettings, write_pairs
-    from dpo_recipes.runtime import configure_threads
+    from dpo_recipes.core.runtime import configure_threads
+    from dpo_recipes.worlds import embedded
+    from dpo_recipes.worlds.pairs import PairSettings, write_pairs
 
     logging.getLogger().setLevel(logging.INFO)
     configure_threads(args.threads)
@@ -232,7 +232,7 @@ def pairs(args) -> None:
 def train(argv: list[str]) -> None:
     """``dpo-recipes train ...``: the Zephyr-style recipe's own TrlParser (every DPOConfig, ModelConfig and
     recipe option, YAML via --config), so the command and ``recipes/zephyr_style.py`` accept the same flags."""
-    from dpo_recipes.train import run_from_command_line
+    from dpo_recipes.training.train import run_from_command_line
 
     logging.getLogger().setLevel(logging.INFO)
     run_from_command_line(argv, prog="dpo-recipes train")
@@ -240,14 +240,14 @@ def train(argv: list[str]) -> None:
 
 def reference_logps(argv: list[str]) -> None:
     """``dpo-recipes reference-logps ...``: the training parser's options (YAML via --config) plus --output_file."""
-    from dpo_recipes.train import reference_logps_from_command_line
+    from dpo_recipes.training.train import reference_logps_from_command_line
 
     logging.getLogger().setLevel(logging.INFO)
     reference_logps_from_command_line(argv, prog="dpo-recipes reference-logps")
 
 
 def merge(args) -> None:
-    from dpo_recipes.merging import merge_adapter
+    from dpo_recipes.training.merging import merge_adapter
 
     logging.getLogger().setLevel(logging.INFO)
     result = merge_adapter(args.run_dir, args.output_dir, args.base_model, args.dtype, args.overwrite)

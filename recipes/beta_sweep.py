@@ -23,21 +23,21 @@ from pathlib import Path
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from dpo_recipes import embedded
+from dpo_recipes.core.files import atomic_write_text
+from dpo_recipes.core.run_record import RunRecord
 from dpo_recipes.data import load_preference_splits
-from dpo_recipes.evaluation import unique_prompts
-from dpo_recipes.files import atomic_write_text
-from dpo_recipes.judges import get_judge
-from dpo_recipes.run_eval import (
+from dpo_recipes.evaluation.comparison import unique_prompts
+from dpo_recipes.evaluation.run_eval import (
     best_of_n_point,
     evaluate_run,
     frontier_point,
     plot_frontier,
     plot_win_rate_vs_temperature,
 )
-from dpo_recipes.run_record import RunRecord
-from dpo_recipes.train import load_splits, make_parser
-from dpo_recipes.train import main as train_run
+from dpo_recipes.training.train import load_splits, make_parser
+from dpo_recipes.training.train import main as train_run
+from dpo_recipes.worlds import embedded
+from dpo_recipes.worlds.judges import get_judge
 
 
 def parse_args(argv=None) -> argparse.Namespace:

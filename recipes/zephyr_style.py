@@ -18,7 +18,7 @@ YAML keys are an error. ``--help`` lists every option. The output directory rece
 TRL's logs (trainer_state.json), metrics.json, training_curves.png and report.md.
 """
 
-from dpo_recipes.train import RecipeArguments, load_splits, main, make_parser, run_from_command_line
+from dpo_recipes.training.train import RecipeArguments, load_splits, main, make_parser, run_from_command_line
 
 __all__ = ["RecipeArguments", "load_splits", "main", "make_parser"]
 

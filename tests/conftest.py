@@ -27,7 +27,7 @@ def load_recipe_module(name: str):
 @pytest.fixture(scope="session")
 def tiny_sft_path() -> str:
     """The embedded SFT model (built once, then read from the cache)."""
-    from dpo_recipes import embedded
+    from dpo_recipes.worlds import embedded
 
     return embedded.resolve(embedded.TINY_SFT)
 
@@ -45,8 +45,8 @@ def uncached_pairs(tiny_sft_path):
     the reference log-prob cache) are new and no earlier test session's datasets cache can answer."""
     import uuid
 
-    from dpo_recipes import embedded
     from dpo_recipes.data import load_preference_splits
+    from dpo_recipes.worlds import embedded
 
     data = load_preference_splits(embedded.WORLD, "ultrafeedback_binarized", {"t": "test_prefs"})["t"].dataset
     word = uuid.uuid4().hex
@@ -61,7 +61,7 @@ def tiny_lora(**changes):
     """The embedded model with a small LoRA (r 4 on q and v): the policy the speed and reference tests train."""
     from trl import ModelConfig
 
-    from dpo_recipes import embedded
+    from dpo_recipes.worlds import embedded
 
     settings = dict(model_name_or_path=embedded.TINY_SFT, dtype="float32", use_peft=True, lora_r=4)
     return ModelConfig(**{**settings, "lora_target_modules": ["q_proj", "v_proj"], **changes})

@@ -2,7 +2,7 @@
 tests/test_distributed.py.
 
 accelerate drives FSDP and DeepSpeed only on GPU-like devices (on CPU it runs plain data parallelism; see
-`dpo_recipes.preflight.sharding_problems`), so this is the closest path that runs here: the trainer the recipe
+`dpo_recipes.training.preflight.sharding_problems`), so this is the closest path that runs here: the trainer the recipe
 builds (`build_dpo_trainer`: TRL's collator, loss and reference: the adapter disabled for LoRA, a separate model
 for a full fine-tune), its policy and reference sharded as accelerate and TRL shard them on GPUs, TRL's
 ``compute_loss`` on each rank's share of a global batch, AdamW on the sharded parameters; for FSDP2 also a
@@ -36,9 +36,9 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from trl import DPOConfig, ModelConfig
 
-from dpo_recipes import embedded
 from dpo_recipes.data import load_preference_splits
-from dpo_recipes.models import build_dpo_trainer
+from dpo_recipes.trainer.build import build_dpo_trainer
+from dpo_recipes.worlds import embedded
 
 try:  # an AdamW update linear in the gradients (conftest.LINEAR_ADAMW)
     from .conftest import LINEAR_ADAMW as OPTIMIZER  # imported as tests.sharded_worker (pytest collects it)

@@ -6,33 +6,14 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dpo_recipes"
 
-# Bottom first. A module may import modules of its own layer or of layers below it, never above.
-LAYERS = [
-    {"errors", "files", "runtime", "schemas", "scoring", "run_record", "trl_internals", "retired_options", "packing"}
-    | {"reference_logps"},
-    {"toy_world", "tiny_lm", "smollm2", "judges"},
-    {"evaluation"},
-    {"pairs"},
-    {"embedded"},
-    {"data", "data.registry", "data.messages", "data.special_tokens", "data.loading", "data.mixing", "data.leaks"}
-    | {"data.helpsteer2", "data.hh_rlhf", "data.sharegpt", "data.single_turn", "data.ultrafeedback"},
-    {
-        "models",
-        "reporting",
-        "data.doctor",
-        "data.export",
-        "preflight",
-        "crosscheck",
-        "crosscheck.logprobs",
-        "crosscheck.losses",
-        "crosscheck.batches",
-        "crosscheck.scratch",
-        "crosscheck.tolerances",
-    },
-    {"monitoring", "crosscheck.verify", "crosscheck.paths", "crosscheck.runner", "model_card", "run_eval", "merging"},
-    {"train"},
-    {"cli", "__main__"},
-]
+# Bottom first. A module may import modules of its own package or of packages below it, never above; within a
+# package the modules may use one another (without a cycle: see below).
+LAYERS = ["core", "worlds", "data", "evaluation", "trainer", "crosscheck", "training", "cli"]
+TOP_LEVEL = {"cli", "__main__", ""}  # the modules beside the packages: the command line, and the package itself
+
+# The cross-check's value is its independence from TRL: its from-scratch side reaches no module that imports TRL,
+# directly or through another module. Only these three put TRL's trainer beside it.
+CROSSCHECK_TRL_SIDE = {"crosscheck.verify", "crosscheck.paths", "crosscheck.runner"}
 
 
 def module_name(path: Path) -> str:
@@ -56,22 +37,60 @@ def internal_imports(path: Path) -> set[str]:
 
 
 GRAPH = {module_name(path): internal_imports(path) for path in PACKAGE.rglob("*.py")}
-LAYER_OF = {module: index for index, layer in enumerate(LAYERS) for module in layer}
 
 
-def test_every_module_has_a_layer():
-    assert set(GRAPH) - {""} == set(LAYER_OF)
+def layer_of(module: str) -> int:
+    return LAYERS.index("cli" if module in TOP_LEVEL else module.split(".")[0])
+
+
+def test_every_module_is_in_a_package_of_the_layers():
+    assert [module for module in GRAPH if module not in TOP_LEVEL and module.split(".")[0] not in LAYERS] == []
+    assert [path.name for path in PACKAGE.glob("*.py")] and len(list(PACKAGE.glob("*.py"))) <= 5
 
 
 def test_imports_only_go_down():
     upward = [
-        f"{module} (layer {LAYER_OF[module]}) imports {target} (layer {LAYER_OF[target]})"
+        f"{module} imports {target} (a package above it)"
         for module, targets in GRAPH.items()
-        if module
         for target in targets
-        if LAYER_OF[target] > LAYER_OF[module]
+        if layer_of(target) > layer_of(module)
     ]
     assert upward == []
+
+
+def imports_trl(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "trl":
+            return True
+        if isinstance(node, ast.Import) and any(alias.name.split(".")[0] == "trl" for alias in node.names):
+            return True
+    return False
+
+
+def reachable(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        for target in GRAPH.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def module_path(module: str) -> Path:
+    path = PACKAGE / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def test_the_crosschecks_from_scratch_side_reaches_no_trl():
+    from_scratch = [m for m in GRAPH if m.split(".")[0] == "crosscheck" and m not in CROSSCHECK_TRL_SIDE]
+    assert "crosscheck.losses" in from_scratch and "crosscheck.tolerances" in from_scratch
+    reaching = {
+        module: sorted(m for m in {module} | reachable(module) if imports_trl(module_path(m)))
+        for module in from_scratch
+    }
+    assert {module: found for module, found in reaching.items() if found} == {}
+    assert imports_trl(module_path("crosscheck.runner"))  # the scan sees TRL where it is imported
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -131,11 +150,11 @@ def test_private_members_of_libraries_are_used_only_in_trl_internals():
         str(p.relative_to(root)): uses for p in sources if p.name != "trl_internals.py" if (uses := private_uses(p))
     }
     assert outside == {}
-    assert private_uses(PACKAGE / "trl_internals.py")  # the scan sees them where they are
+    assert private_uses(PACKAGE / "core" / "trl_internals.py")  # the scan sees them where they are
 
 
 def test_trl_internals_refuses_versions_it_was_not_written_for():
-    from dpo_recipes.trl_internals import unsupported_versions
+    from dpo_recipes.core.trl_internals import unsupported_versions
 
     assert unsupported_versions({"trl": "1.16.0", "accelerate": "1.15.0"}) == []
     assert unsupported_versions({"trl": "1.17.0"}) == ["trl 1.17.0 (this module supports >=1.16,<1.17)"]
@@ -146,7 +165,7 @@ def test_building_a_trainer_leaves_the_callers_config_as_given(tmp_path, tiny_sf
     from datasets import Dataset
     from trl import DPOConfig, ModelConfig
 
-    from dpo_recipes.models import build_dpo_trainer
+    from dpo_recipes.trainer.build import build_dpo_trainer
 
     args = DPOConfig(
         output_dir=str(tmp_path),

@@ -11,10 +11,11 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from trl import DPOConfig, ModelConfig
 
-from dpo_recipes import cli, embedded
-from dpo_recipes.model_card import changed_hyperparameters
-from dpo_recipes.run_record import RunRecord
-from dpo_recipes.train import RecipeArguments
+from dpo_recipes import cli
+from dpo_recipes.core.run_record import RunRecord
+from dpo_recipes.training.model_card import changed_hyperparameters
+from dpo_recipes.training.train import RecipeArguments
+from dpo_recipes.worlds import embedded
 
 from .conftest import REPO
 
@@ -196,7 +197,7 @@ def test_train_help_is_the_recipe_parser(capsys):
 def test_model_card_shows_hostile_names_as_text_and_its_snippet_loads_the_run():
     import ast
 
-    from dpo_recipes.model_card import render
+    from dpo_recipes.training.model_card import render
 
     evil = 'data/"); import os; os.system("x") #<img src=x onerror=alert(1)>`**bold**`|col'
     out_dir = 'runs/it\'s "here"\nnext'

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dpo_recipes.core.scoring import TokenLogps, token_logps
 from dpo_recipes.crosscheck import losses
 from dpo_recipes.crosscheck.logprobs import ld_sequence, pair_weights, wpo_weights
-from dpo_recipes.scoring import TokenLogps, token_logps
 
 LN2 = math.log(2)
 t = functools.partial(torch.tensor, dtype=torch.float64)

@@ -253,7 +253,7 @@ def test_fsdp2_sharded_checkpoint_resumes_where_it_stopped(tmp_path, tiny_sft_pa
 def test_an_fsdp_or_deepspeed_launch_without_a_gpu_is_refused_not_silently_run_as_ddp():
     from trl import DPOConfig
 
-    from dpo_recipes.preflight import sharding_problems
+    from dpo_recipes.training.preflight import sharding_problems
 
     args = DPOConfig(output_dir="/tmp/unused", use_cpu=True, report_to="none")
     assert "silently run plain data parallelism" in sharding_problems(args, {"ACCELERATE_USE_FSDP": "true"})[0]
@@ -266,7 +266,7 @@ def test_an_fsdp_or_deepspeed_launch_without_a_gpu_is_refused_not_silently_run_a
 
 
 def test_helper_processes_do_not_inherit_the_launchers_variables(monkeypatch):
-    from dpo_recipes.runtime import single_process_environment
+    from dpo_recipes.core.runtime import single_process_environment
 
     for name, value in {"RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "29500", "LOCAL_RANK": "1"}.items():
         monkeypatch.setenv(name, value)

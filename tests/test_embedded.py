@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from datasets import load_dataset
 
-from dpo_recipes import embedded
-from dpo_recipes.files import atomic_directory, atomic_write_text
-from dpo_recipes.tiny_lm import build_tiny_model, train_tokenizer
+from dpo_recipes.core.files import atomic_directory, atomic_write_text
+from dpo_recipes.worlds import embedded
+from dpo_recipes.worlds.tiny_lm import build_tiny_model, train_tokenizer
 
 
 def test_other_names_pass_through_unchanged():
@@ -68,7 +68,8 @@ def test_cache_key_covers_settings_and_builder_source(tmp_path, monkeypatch):
 
 def _settings_under(seed: str) -> subprocess.CompletedProcess:
     """The tiny models' settings as a process started with DPO_RECIPES_SEED=seed sees them."""
-    code = "import json; from dpo_recipes import embedded as e; print(json.dumps([e.BASE_SETTINGS, e.SFT_SETTINGS]))"
+    code = "import json; "
+    code += "from dpo_recipes.worlds import embedded as e; print(json.dumps([e.BASE_SETTINGS, e.SFT_SETTINGS]))"
     environment = {**os.environ, "DPO_RECIPES_SEED": seed}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
 

@@ -3,14 +3,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from dpo_recipes.evaluation import (
+from dpo_recipes.core.generation import generate
+from dpo_recipes.core.scoring import as_reference
+from dpo_recipes.evaluation.comparison import (
     compare_with_reference,
-    generate,
     unique_prompts,
     win_rate,
 )
-from dpo_recipes.judges import get_judge, toy_world_judge
-from dpo_recipes.scoring import as_reference
+from dpo_recipes.worlds.judges import get_judge, toy_world_judge
 
 
 def test_win_rate_counts_ties_as_half():

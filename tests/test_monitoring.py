@@ -3,9 +3,9 @@
 import logging
 from types import SimpleNamespace
 
-from dpo_recipes.evaluation import style
-from dpo_recipes.monitoring import LikelihoodDisplacementMonitor
-from dpo_recipes.reporting import displacement_section
+from dpo_recipes.evaluation.comparison import style
+from dpo_recipes.evaluation.reporting import displacement_section
+from dpo_recipes.training.monitoring import LikelihoodDisplacementMonitor
 
 
 def feed(monitor, logs: list[dict]) -> None:
@@ -16,7 +16,7 @@ def feed(monitor, logs: list[dict]) -> None:
 
 def test_warns_once_when_the_chosen_answers_fall_below_the_reference(caplog):
     monitor = LikelihoodDisplacementMonitor(beta=0.1)
-    with caplog.at_level(logging.WARNING, logger="dpo_recipes.monitoring"):
+    with caplog.at_level(logging.WARNING, logger="dpo_recipes.training.monitoring"):
         feed(
             monitor,
             [

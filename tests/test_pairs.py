@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.data import load_preference_splits
-from dpo_recipes.errors import ConfigError
-from dpo_recipes.judges import get_judge, judge_problem, vader_judge
-from dpo_recipes.pairs import HELD_OUT_THINGS, PairSettings, judged_pairs, review_prompts, write_pairs
+from dpo_recipes.worlds.judges import get_judge, judge_problem, vader_judge
+from dpo_recipes.worlds.pairs import HELD_OUT_THINGS, PairSettings, judged_pairs, review_prompts, write_pairs
 
 PROMPT = [{"role": "user", "content": "Write a one-sentence review of the new bakery."}]
 

@@ -6,7 +6,7 @@ from bitsandbytes.nn import Params4bit
 from trl import DPOConfig, ModelConfig
 
 from dpo_recipes.data import load_preference_splits
-from dpo_recipes.models import build_dpo_trainer
+from dpo_recipes.trainer.build import build_dpo_trainer
 
 DEVICES = [
     pytest.param("cpu", id="cpu"),

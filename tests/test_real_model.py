@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from dpo_recipes import embedded, smollm2
+from dpo_recipes.worlds import embedded, smollm2
 
 from .conftest import REPO, load_recipe_module
 

@@ -8,10 +8,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
-from dpo_recipes import embedded
-from dpo_recipes.errors import ConfigError
-from dpo_recipes.models import build_dpo_trainer
-from dpo_recipes.reference_logps import read_reference_logps, save_reference_logps
+from dpo_recipes.core.errors import ConfigError
+from dpo_recipes.trainer.build import build_dpo_trainer
+from dpo_recipes.trainer.reference_logps import read_reference_logps, save_reference_logps
+from dpo_recipes.worlds import embedded
 
 from .conftest import tiny_lora
 

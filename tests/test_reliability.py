@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from trl import DPOConfig
 
-from dpo_recipes.train import make_parser, run_from_command_line
+from dpo_recipes.training.train import make_parser, run_from_command_line
 
 from .conftest import REPO
 
@@ -248,7 +248,7 @@ def test_meaningless_settings_are_refused_before_any_weights_load(tmp_path, tiny
 
 
 def test_recipe_options_as_a_yaml_mapping_are_read(tmp_path):
-    from dpo_recipes.preflight import recipe_options
+    from dpo_recipes.training.preflight import recipe_options
 
     config = tmp_path / "preset.yaml"
     config.write_text(Path(TINY).read_text() + "\ndataset_recipe_options:\n  keep_ties: true\n")
@@ -288,8 +288,8 @@ def test_a_test_split_that_reads_the_training_rows_is_refused(tmp_path, tiny_sft
 
 
 def test_incomplete_checkpoints_and_finished_runs_are_not_resumed(tmp_path):
-    from dpo_recipes.errors import ConfigError
-    from dpo_recipes.train import checkpoint_to_resume
+    from dpo_recipes.core.errors import ConfigError
+    from dpo_recipes.training.train import checkpoint_to_resume
 
     for step, state in ((5, '{"global_step": 5}'), (10, ""), (15, '{"global_step": 1')):  # 0-byte, cut off
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -305,15 +305,15 @@ def test_incomplete_checkpoints_and_finished_runs_are_not_resumed(tmp_path):
 
 
 def test_a_second_run_into_a_busy_output_dir_fails_at_once(tmp_path):
-    from dpo_recipes.errors import ConfigError
-    from dpo_recipes.train import output_dir_lock
+    from dpo_recipes.core.errors import ConfigError
+    from dpo_recipes.training.train import output_dir_lock
 
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             (
-                "import sys, time; from dpo_recipes.train import output_dir_lock\n"
+                "import sys, time; from dpo_recipes.training.train import output_dir_lock\n"
                 f"with output_dir_lock({str(tmp_path)!r}):\n    print('locked', flush=True); time.sleep(60)"
             ),
         ],
@@ -379,7 +379,7 @@ def test_sigterm_to_accelerate_launch_stops_the_training_process(tmp_path, tiny_
 
 
 def test_a_chat_template_that_refuses_an_empty_turn_does_not_break_preflight(tiny_tokenizer):
-    from dpo_recipes.preflight import _shortest_pair
+    from dpo_recipes.training.preflight import _shortest_pair
 
     strict = copy.deepcopy(tiny_tokenizer)
     strict.chat_template = "{% if messages[0]['content'] == '' %}{{ raise_exception('empty turn') }}{% endif %}x"
@@ -402,7 +402,7 @@ def test_options_removed_from_trl_name_their_replacement(tmp_path):
 
 
 def test_options_the_installed_trl_ignores_are_warned_about():
-    from dpo_recipes.retired_options import ignored_warnings
+    from dpo_recipes.training.retired_options import ignored_warnings
 
     _, training_args, _ = make_parser().parse_args_and_config(["--config", TINY, "--padding_free", "true"])
     (warning,) = ignored_warnings(training_args)
@@ -412,7 +412,7 @@ def test_options_the_installed_trl_ignores_are_warned_about():
 
 
 def test_a_broken_config_is_left_to_the_parser(tmp_path):
-    from dpo_recipes.retired_options import check_removed
+    from dpo_recipes.training.retired_options import check_removed
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("beta: [0.1\n")

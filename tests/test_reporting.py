@@ -1,8 +1,8 @@
 import json
 import math
 
-from dpo_recipes.evaluation import Comparison
-from dpo_recipes.reporting import (
+from dpo_recipes.evaluation.comparison import Comparison
+from dpo_recipes.evaluation.reporting import (
     CURVES,
     plot_training_curves,
     side_by_side,

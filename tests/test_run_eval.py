@@ -10,9 +10,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, MistralForSequenceClassification
 
 from dpo_recipes.cli import main as cli
-from dpo_recipes.evaluation import WinRate, kl_to_reference
-from dpo_recipes.judges import get_judge
-from dpo_recipes.run_eval import SECTION_START, evaluate_run
+from dpo_recipes.evaluation.comparison import WinRate, kl_to_reference
+from dpo_recipes.evaluation.run_eval import SECTION_START, evaluate_run
+from dpo_recipes.worlds.judges import get_judge
 
 from .conftest import REPO, load_recipe_module
 

@@ -6,10 +6,10 @@ import pytest
 from transformers import set_seed
 from trl import DPOConfig, DPOTrainer, ModelConfig
 
-from dpo_recipes import embedded
-from dpo_recipes.errors import ConfigError
-from dpo_recipes.models import build_dpo_trainer
-from dpo_recipes.packing import TokenBudgetBatches, masks_documents, pack_trainer, pair_tokens
+from dpo_recipes.core.errors import ConfigError
+from dpo_recipes.trainer.build import build_dpo_trainer
+from dpo_recipes.trainer.packing import TokenBudgetBatches, masks_documents, pack_trainer, pair_tokens
+from dpo_recipes.worlds import embedded
 
 from .conftest import LINEAR_ADAMW, assert_same_updates, tiny_lora
 

@@ -1,9 +1,9 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from dpo_recipes import embedded
-from dpo_recipes.tiny_lm import build_tiny_model, train_tokenizer
-from dpo_recipes.toy_world import ToyWorld
+from dpo_recipes.worlds import embedded
+from dpo_recipes.worlds.tiny_lm import build_tiny_model, train_tokenizer
+from dpo_recipes.worlds.toy_world import ToyWorld
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},

@@ -1,6 +1,6 @@
 import pytest
 
-from dpo_recipes.toy_world import (
+from dpo_recipes.worlds.toy_world import (
     MAX_REWARD,
     MIN_REWARD,
     OPINION_WORDS,

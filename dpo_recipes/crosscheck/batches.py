@@ -3,7 +3,7 @@
 The loss check is only as independent as its batch: a from-scratch loss computed on TRL's own ``input_ids`` and
 masks agrees with TRL even when TRL built them wrongly (a completion token lost at the prompt boundary, an
 off-by-one mask, truncation on the wrong side). So the token ids of every pair are made here from the text, with
-the tokenizer and its chat template (`dpo_recipes.scoring.trl_token_ids`: the prompt rendered with the generation
+the tokenizer and its chat template (`dpo_recipes.core.scoring.trl_token_ids`: the prompt rendered with the generation
 prompt; the completion is the rest, EOS closing a standard completion), truncated to ``max_length`` by
 ``truncation_mode``, and a pair whose prompt alone fills ``max_length`` under ``keep_start`` is left out (it
 would have no completion token). TRL's tokenized pairs and collated batch are compared with these, exactly.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dpo_recipes.scoring import trl_token_ids
+from dpo_recipes.core.scoring import trl_token_ids
 
 
 @dataclass

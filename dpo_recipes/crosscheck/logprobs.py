@@ -1,12 +1,12 @@
 """Sequence log-probabilities of the DPO variants that do not simply sum token log-probs (LD-DPO, WPO), on
-the per-token views of `dpo_recipes.scoring.token_logps`."""
+the per-token views of `dpo_recipes.core.scoring.token_logps`."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from dpo_recipes.scoring import TokenLogps
+from dpo_recipes.core.scoring import TokenLogps
 
 
 def ld_sequence(tokens: TokenLogps, alpha: float) -> Tensor:

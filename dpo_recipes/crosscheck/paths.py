@@ -22,11 +22,11 @@ import statistics
 
 import torch
 
-from dpo_recipes import trl_internals
+from dpo_recipes.core import trl_internals
 from dpo_recipes.crosscheck.batches import batch_differences, own_batch
 from dpo_recipes.crosscheck.tolerances import Bounds, gradient_statistics
 from dpo_recipes.crosscheck.verify import Row, Setting, scratch_candidate, scratch_sides, trainable_gradients
-from dpo_recipes.packing import pack_trainer
+from dpo_recipes.trainer.packing import pack_trainer
 
 TIMINGS = ("_runtime", "_per_second", "_time")  # eval metrics that measure the clock, not the model
 ACCUMULATION_LOSSES = ("sigmoid", "ipo", "hinge")
@@ -218,7 +218,7 @@ ONE_ROW = 10**6  # row_tokens that put a whole batch in one row: every sequence 
 
 
 def check_packing(build, rows) -> list[Row]:
-    """Packed (`dpo_recipes.packing`) against padded: loss, every logged metric and the gradient, for losses
+    """Packed (`dpo_recipes.trainer.packing`) against padded: loss, every logged metric and the gradient, for losses
     that read the sequence sums, per-token positions (LD-DPO) and per-token distributions (WPO), in rows of the
     batch's width (the default) and with the whole batch in one row (so that every sequence shares its row and
     the document mask is exercised); and a negative control, one row without restarting the positions, which

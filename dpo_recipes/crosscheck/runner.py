@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 import torch
 from trl import DPOConfig, ModelConfig
 
-from dpo_recipes import embedded
+from dpo_recipes.core.files import atomic_write_text
+from dpo_recipes.core.runtime import single_process_environment
 from dpo_recipes.crosscheck import paths
 from dpo_recipes.crosscheck.batches import own_batch
 from dpo_recipes.crosscheck.verify import (
@@ -24,10 +25,9 @@ from dpo_recipes.crosscheck.verify import (
     verify,
 )
 from dpo_recipes.data import load_preference_splits
-from dpo_recipes.files import atomic_write_text
-from dpo_recipes.models import build_dpo_trainer
-from dpo_recipes.reference_logps import attach_reference_logps
-from dpo_recipes.runtime import single_process_environment
+from dpo_recipes.trainer.build import build_dpo_trainer
+from dpo_recipes.trainer.reference_logps import attach_reference_logps
+from dpo_recipes.worlds import embedded
 
 LOSS_TYPES = (
     "sigmoid",

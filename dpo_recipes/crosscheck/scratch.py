@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dpo_recipes.core.scoring import TokenLogps, token_logps
 from dpo_recipes.crosscheck.batches import OwnBatch
-from dpo_recipes.packing import packed_inputs, unpack
-from dpo_recipes.scoring import TokenLogps, token_logps
+from dpo_recipes.trainer.packing import packed_inputs, unpack
 
 
 def _pad(parts: list[Tensor], width: int, value=0) -> Tensor:
@@ -69,7 +69,7 @@ def batched_token_logps(model, own: OwnBatch, details: bool = False, parts: int 
 
 def packed_token_logps(model, own: OwnBatch, details: bool = False) -> TokenLogps:
     """`token_logps` of the sequences packed into one row, positions restarting at each (as ``pack_sequences``
-    runs them, `dpo_recipes.packing`), laid back out per sequence."""
+    runs them, `dpo_recipes.trainer.packing`), laid back out per sequence."""
     device = next(model.parameters()).device
     batch = own.padded(pad_token_id=0)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)

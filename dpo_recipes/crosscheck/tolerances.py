@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from dpo_recipes.scoring import TokenLogps
+from dpo_recipes.core.scoring import TokenLogps
 
 LAMBDA = 6.0
 VALUE_DRAWS = 32

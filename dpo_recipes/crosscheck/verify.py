@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from dpo_recipes import trl_internals
+from dpo_recipes.core import trl_internals
+from dpo_recipes.core.scoring import TokenLogps, as_reference
 from dpo_recipes.crosscheck import losses
 from dpo_recipes.crosscheck.batches import OwnBatch
 from dpo_recipes.crosscheck.logprobs import ld_sequence, pair_weights
@@ -36,7 +37,6 @@ from dpo_recipes.crosscheck.tolerances import (
     perturbed,
     value_bounds,
 )
-from dpo_recipes.scoring import TokenLogps, as_reference
 
 
 @dataclass(frozen=True)

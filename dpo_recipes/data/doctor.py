@@ -15,12 +15,12 @@ import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from dpo_recipes.core.scoring import trl_token_ids
 from dpo_recipes.data.leaks import Leak, find_leaks
 from dpo_recipes.data.loading import load_preference_splits
 from dpo_recipes.data.messages import visible
 from dpo_recipes.data.registry import IDENTICAL, SAME_TEXT, get_recipe
 from dpo_recipes.data.special_tokens import injected_token, special_strings
-from dpo_recipes.scoring import trl_token_ids
 
 TURN_MARKERS = ("\n\nHuman:", "\n\nAssistant:")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
+from dpo_recipes.core.files import atomic_directory
 from dpo_recipes.data.loading import load_preference_splits
-from dpo_recipes.files import atomic_directory
 
 TARGETS = ("parquet", "jsonl", "disk")
 

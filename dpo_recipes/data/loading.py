@@ -17,9 +17,9 @@ from typing import IO
 
 from datasets import Dataset, Features, IterableDataset, Value, load_dataset
 
-from dpo_recipes import embedded
+from dpo_recipes.core.errors import unavailable
 from dpo_recipes.data.registry import PreparedSplit, RecipeError, prepare
-from dpo_recipes.errors import unavailable
+from dpo_recipes.worlds import embedded
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 

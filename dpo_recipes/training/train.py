@@ -23,23 +23,23 @@ import torch
 from transformers.integrations import TensorBoardCallback
 from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 
-from dpo_recipes import trl_internals
+from dpo_recipes.core import trl_internals
+from dpo_recipes.core.errors import ConfigError
+from dpo_recipes.core.files import atomic_path, follow_umask
+from dpo_recipes.core.run_record import RunRecord
+from dpo_recipes.core.runtime import close_process_group, configure_threads, finish_collectives, stop_with_launcher
 from dpo_recipes.crosscheck.runner import crosscheck_in_subprocess, setting_from_config
 from dpo_recipes.data import RecipeError, load_preference_splits
 from dpo_recipes.data.mixing import mix
-from dpo_recipes.errors import ConfigError
-from dpo_recipes.evaluation import compare_across_temperatures, unique_prompts
-from dpo_recipes.files import atomic_path, follow_umask
-from dpo_recipes.judges import get_judge
-from dpo_recipes.model_card import write_model_card
-from dpo_recipes.models import build_dpo_trainer, policy_kind
-from dpo_recipes.monitoring import LikelihoodDisplacementMonitor
-from dpo_recipes.preflight import check_data, check_run, evaluates_on_train_rows, recipe_options
-from dpo_recipes.reference_logps import read_reference_logps, save_reference_logps, trainer_splits
-from dpo_recipes.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
-from dpo_recipes.retired_options import check_removed, ignored_warnings
-from dpo_recipes.run_record import RunRecord
-from dpo_recipes.runtime import close_process_group, configure_threads, finish_collectives, stop_with_launcher
+from dpo_recipes.evaluation.comparison import compare_across_temperatures, unique_prompts
+from dpo_recipes.evaluation.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
+from dpo_recipes.trainer.build import build_dpo_trainer, policy_kind
+from dpo_recipes.trainer.reference_logps import read_reference_logps, save_reference_logps, trainer_splits
+from dpo_recipes.training.model_card import write_model_card
+from dpo_recipes.training.monitoring import LikelihoodDisplacementMonitor
+from dpo_recipes.training.preflight import check_data, check_run, evaluates_on_train_rows, recipe_options
+from dpo_recipes.training.retired_options import check_removed, ignored_warnings
+from dpo_recipes.worlds.judges import get_judge
 
 logger = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dpo_recipes.errors import ConfigError
-from dpo_recipes.files import atomic_directory
-from dpo_recipes.schemas import ultrafeedback_binarized_row
+from dpo_recipes.core.errors import ConfigError
+from dpo_recipes.core.files import atomic_directory
+from dpo_recipes.core.schemas import ultrafeedback_binarized_row
 
 if TYPE_CHECKING:
-    from dpo_recipes.judges import Judge, Messages
+    from dpo_recipes.worlds.judges import Judge, Messages
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def judged_pairs(
     Scores are written as the judge gave them, so a tie (best = worst) reaches the recipe, which drops and
     counts it; a pair whose gap is positive but at most ``min_gap`` is left out here and counted.
     """
-    from dpo_recipes.evaluation import generate_ids
+    from dpo_recipes.core.generation import generate_ids
 
     if k < 2 or not temperature > 0:
         raise ValueError(f"k = {k}, temperature {temperature:g}: a pair needs 2 or more sampled answers (T > 0)")
@@ -245,11 +245,11 @@ SPLITS = {"train": "train_prefs", "test": "test_prefs"}
 def build_pairs_dataset(settings: PairSettings, path: Path, location: str | None = None) -> dict:
     """Sample, judge and write both splits into ``path`` (a directory the recipes read); return the account.
     The model is loaded from ``location`` (default: ``settings.model``; an embedded name is resolved by the
-    caller, see `dpo_recipes.embedded`)."""
+    caller, see `dpo_recipes.worlds.embedded`)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dpo_recipes.judges import get_judge
+    from dpo_recipes.worlds.judges import get_judge
 
     location = location or settings.model
     model, tokenizer = AutoModelForCausalLM.from_pretrained(location), AutoTokenizer.from_pretrained(location)

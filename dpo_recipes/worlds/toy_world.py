@@ -32,7 +32,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from dpo_recipes.schemas import ultrafeedback_binarized_row
+from dpo_recipes.core.schemas import ultrafeedback_binarized_row
 
 COLORS = ("red", "blue", "green", "yellow", "black", "white", "silver", "golden")
 NOUNS = (

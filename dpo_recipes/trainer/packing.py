@@ -20,7 +20,7 @@ import types
 
 import torch
 
-from dpo_recipes.errors import ConfigError
+from dpo_recipes.core.errors import ConfigError
 
 
 def unpack(values: torch.Tensor | None, places: list[tuple[int, int]], lengths: list[int], width: int):

@@ -14,11 +14,11 @@ import torch
 import yaml
 from transformers import AutoConfig, AutoTokenizer
 
-from dpo_recipes import embedded
+from dpo_recipes.core.errors import ConfigError, unavailable
 from dpo_recipes.data import special_tokens
 from dpo_recipes.data.registry import BAD_ROW_POLICIES, FORMATS, RecipeError, get_recipe
-from dpo_recipes.errors import ConfigError, unavailable
-from dpo_recipes.judges import judge_problem
+from dpo_recipes.worlds import embedded
+from dpo_recipes.worlds.judges import judge_problem
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import math
 import os
 from pathlib import Path
 
-from dpo_recipes.evaluation import Comparison
-from dpo_recipes.files import atomic_path, atomic_write_text
+from dpo_recipes.core.files import atomic_path, atomic_write_text
+from dpo_recipes.evaluation.comparison import Comparison
 
 CURVES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
@@ -90,7 +90,7 @@ def _fmt(value) -> str:
 
 
 def displacement_section(summary: dict) -> list[str]:
-    """Report lines on likelihood displacement (dpo_recipes/monitoring.py)."""
+    """Report lines on likelihood displacement (dpo_recipes/training/monitoring.py)."""
     if not summary.get("logged_steps"):
         return []
     verdict = (

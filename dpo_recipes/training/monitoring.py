@@ -14,7 +14,7 @@ import logging
 
 from transformers import TrainerCallback
 
-from dpo_recipes.reporting import pyplot, save_figure
+from dpo_recipes.evaluation.reporting import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 

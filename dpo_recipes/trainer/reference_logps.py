@@ -30,9 +30,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from trl.trainer.utils import hash_module
 
-from dpo_recipes import trl_internals
-from dpo_recipes.errors import ConfigError
-from dpo_recipes.files import atomic_path
+from dpo_recipes.core import trl_internals
+from dpo_recipes.core.errors import ConfigError
+from dpo_recipes.core.files import atomic_path
 
 logger = logging.getLogger(__name__)
 FORMAT = "dpo-recipes reference log-probs v1"

@@ -4,7 +4,7 @@ The project needs four things that TRL 1.16 and accelerate 1.x offer no public w
 
 - reference log-probs precomputed under a key of our choosing (`precompute_reference_logps`): TRL's own key is
   the tokenized dataset's fingerprint, which changes with every DPOConfig field (see
-  `dpo_recipes.reference_logps.attach_reference_logps`), or read from a file (`use_reference_columns`);
+  `dpo_recipes.trainer.reference_logps.attach_reference_logps`), or read from a file (`use_reference_columns`);
 - the metrics of one ``compute_loss`` call, which DPOTrainer keeps in ``_metrics`` until the next log, and its
   running token count (`logged_metrics`, `train_tokens_seen`, for the cross-check);
 - a held-out evaluation before ``train()`` that does not break data parallelism (`evaluate_before_training`).
@@ -41,7 +41,7 @@ def unsupported_versions(installed: dict[str, str]) -> list[str]:
 _problems = unsupported_versions({"trl": trl.__version__, "accelerate": accelerate.__version__})
 if _problems:
     raise ImportError(
-        f"dpo_recipes.trl_internals uses private members of {', '.join(_problems)}; install the supported "
+        f"dpo_recipes.core.trl_internals uses private members of {', '.join(_problems)}; install the supported "
         "versions (pip install -e .) or port this module"
     )
 

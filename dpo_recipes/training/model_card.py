@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from dpo_recipes.files import atomic_write_text
-from dpo_recipes.models import policy_kind
-from dpo_recipes.run_record import RunRecord
+from dpo_recipes.core.files import atomic_write_text
+from dpo_recipes.core.run_record import RunRecord
+from dpo_recipes.trainer.build import policy_kind
 
 # Precision and device fields are validated against the hardware on construction (TRL's bf16 default fails on
 # a CPU), so the default instance takes the run's values and these fields are compared with their declared

@@ -17,9 +17,9 @@ import torch
 from peft import PeftConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-from dpo_recipes import embedded
-from dpo_recipes.files import atomic_directory, atomic_write_text
-from dpo_recipes.run_record import RunRecord
+from dpo_recipes.core.files import atomic_directory, atomic_write_text
+from dpo_recipes.core.run_record import RunRecord
+from dpo_recipes.worlds import embedded
 
 logger = logging.getLogger(__name__)
 

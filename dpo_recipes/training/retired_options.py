@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from dpo_recipes.errors import ConfigError
+from dpo_recipes.core.errors import ConfigError
 
 _LENGTHS = "max_length (prompt + completion together, cut by truncation_mode: keep_start or keep_end)"
 _REFERENCE = "nothing: a LoRA run's reference is its base with the adapter disabled (an adapter named 'ref' if any)"

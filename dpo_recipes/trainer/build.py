@@ -9,10 +9,11 @@ from __future__ import annotations
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config, get_quantization_config
 
-from dpo_recipes import embedded, trl_internals
-from dpo_recipes.errors import ConfigError
-from dpo_recipes.packing import batch_by_tokens, pack_trainer
-from dpo_recipes.reference_logps import attach_reference_logps, load_reference_logps
+from dpo_recipes.core import trl_internals
+from dpo_recipes.core.errors import ConfigError
+from dpo_recipes.trainer.packing import batch_by_tokens, pack_trainer
+from dpo_recipes.trainer.reference_logps import attach_reference_logps, load_reference_logps
+from dpo_recipes.worlds import embedded
 
 
 def model_init_kwargs(model_args: ModelConfig, training_args: DPOConfig) -> dict:
@@ -57,7 +58,7 @@ def build_dpo_trainer(
     reference log-probs come from a cache that survives changes of β and other settings that cannot change
     them (``attach_reference_logps``); with ``reference_logps`` (a file written by `save_reference_logps`) they
     are read from that file, which must match this run. With ``pack_sequences`` every forward is padding-free
-    (`dpo_recipes.packing`); with ``max_tokens_per_batch`` training batches are made by real tokens, not by
+    (`dpo_recipes.trainer.packing`); with ``max_tokens_per_batch`` training batches are made by real tokens, not by
     pairs. The trainer works on a copy of ``training_args``; the caller's is left as given.
     """
     fixed_reference = reference_logps or training_args.precompute_ref_log_probs

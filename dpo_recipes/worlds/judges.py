@@ -1,13 +1,13 @@
 """Judges: a reward for a response to a prompt, independent of the policy being trained.
 
-    toy-world              the toy world's ground-truth reward (dpo_recipes/toy_world.py)
+    toy-world              the toy world's ground-truth reward (dpo_recipes/worlds/toy_world.py)
     vader                  VADER's sentiment of the response (Hutto & Gilbert 2014, the `vaderSentiment`
                            package: a rule-based lexicon nobody here wrote). The offline analogue of the
                            sentiment classifier that is the ground truth of the DPO paper's IMDb experiment.
     reward-model:PATH_OR_ID  any one-label sequence-classification reward model
 
 Each is a callable ``(prompt messages, response text) -> float``, used alike by the win rate, the β sweep and
-on-policy pair generation (``dpo_recipes.pairs``).
+on-policy pair generation (``dpo_recipes.worlds.pairs``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from functools import lru_cache
 
 import torch
 
-from dpo_recipes import toy_world
+from dpo_recipes.core.generation import Messages
+from dpo_recipes.worlds import toy_world
 
-Messages = list[dict]
 Judge = Callable[[Messages, str], float]  # (prompt messages, response text) -> reward
 
 

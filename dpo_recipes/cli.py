@@ -1,9 +1,10 @@
 """The ``dpo-recipes`` command (also ``python -m dpo_recipes``): train, inspect data, cross-check, evaluate, merge.
 
-    dpo-recipes train --config recipes/zephyr_style/tiny.yaml     # DPO on the offline tiny preset
+    dpo-recipes train --config tiny                               # DPO on the offline tiny preset
+    dpo-recipes presets                                           # the presets (--config NAME) and their files
     dpo-recipes data doctor ultrafeedback_binarized --max-rows 500  # what a dataset really gives DPO
     dpo-recipes data convert hh_rlhf my-hh --to jsonl                # the recipe's output, with its drop account
-    dpo-recipes crosscheck --config recipes/zephyr_style/tiny.yaml  # TRL's numbers vs the papers' equations
+    dpo-recipes crosscheck --config tiny                          # TRL's numbers vs the papers' equations
     dpo-recipes evaluate outputs/zephyr-tiny                        # win rate vs temperature, KL, implicit reward
     dpo-recipes pairs --output my-pairs --prompts prompts.txt       # on-policy pairs: k answers, judged, best vs worst
     dpo-recipes merge outputs/zephyr-tiny outputs/zephyr-tiny-merged  # standalone safetensors model
@@ -17,14 +18,18 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 import yaml
 
+from dpo_recipes.core.errors import UserError, debugging, yaml_problem
 from dpo_recipes.crosscheck.runner import CheckData
-from dpo_recipes.data import FORMATS, RECIPES, RecipeError, get_recipe, load_preference_splits
+from dpo_recipes.data import FORMATS, RECIPES, get_recipe, load_preference_splits
 from dpo_recipes.data.doctor import diagnose
 from dpo_recipes.data.export import TARGETS
 from dpo_recipes.data.registry import BAD_ROW_POLICIES
+from dpo_recipes.evaluation.run_eval import MAX_PAIRS
+from dpo_recipes.training.presets import accelerate_configs, describe, presets, resolve_config
 
 
 def _options(pairs: list[str]) -> dict:
@@ -56,6 +61,15 @@ def data_list(args) -> None:
     for name in sorted(RECIPES):
         recipe = RECIPES[name]
         print(f"{name:<{width}}  {recipe.hub_id or '(local files)':<40}  {recipe.summary}")
+
+
+def presets_list(args) -> None:
+    """The recipe presets (``--config NAME``) and accelerate configs this installation ships, with their paths."""
+    for title, found in (("Recipe presets (--config NAME)", presets()), ("Accelerate configs", accelerate_configs())):
+        print(f"{title}:")
+        width = max(map(len, found), default=0)
+        for name, path in found.items():
+            print(f"  {name:<{width}}  {describe(path)}\n  {'':<{width}}  {path}")
 
 
 def data_preview(args) -> None:
@@ -114,8 +128,11 @@ def data_convert(args) -> None:
         on_bad_row=args.on_bad_row,
         max_rows=args.max_rows,
         overwrite=args.overwrite,
+        allow_same_rows=args.allow_same_rows,
         **_options(args.option),
     )
+    if "note" in account:
+        print(f"Note: {account['note']}")
     for split, counts in account["splits"].items():
         reasons = ", ".join(f"{n} {reason}" for reason, n in counts["dropped"].items()) or "none"
         print(f"{split}: read {counts['rows_read']}, kept {counts['rows_kept']}, dropped: {reasons}")
@@ -127,8 +144,11 @@ def crosscheck(args) -> None:
 
     config, settings = {}, None
     if args.config:
-        with open(args.config) as handle:
-            config = yaml.safe_load(handle)
+        path = resolve_config(args.config)
+        try:
+            config = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as error:
+            raise yaml_problem(error, f"--config {path}") from error
         settings = [runner.setting_from_config(config)]
     given = {  # a flag, else the YAML's value, else the default of CheckData
         "model": args.model or config.get("model_name_or_path"),
@@ -273,10 +293,22 @@ def _dataset_arguments(parser: argparse.ArgumentParser, on_bad_row: str = "error
     )
 
 
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose long options answer to both spellings, ``--on-bad-row`` and ``--on_bad_row``, as
+    `train`'s flags do (transformers' HfArgumentParser accepts both): one flag, whichever way it is typed."""
+
+    def add_argument(self, *names, **kwargs):
+        spellings = [*names]
+        for name in names:
+            if name.startswith("--"):
+                for other in (name[:2] + name[2:].replace("-", "_"), name[:2] + name[2:].replace("_", "-")):
+                    if other not in spellings:
+                        spellings.append(other)
+        return super().add_argument(*spellings, **kwargs)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dpo-recipes", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = Parser(prog="dpo-recipes", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "train",
@@ -290,6 +322,9 @@ def make_parser() -> argparse.ArgumentParser:
         "reads (train --reference_logps FILE); `dpo-recipes reference-logps --help` lists all",
     )
     _add_data_commands(commands)
+    commands.add_parser(
+        "presets", help="the shipped recipe presets (train --config NAME) and accelerate configs, with their paths"
+    ).set_defaults(func=presets_list)
     _add_crosscheck_command(commands)
     _add_pairs_command(commands)
     _add_evaluate_command(commands)
@@ -331,6 +366,11 @@ def _add_data_commands(commands) -> None:
     convert.add_argument("--to", choices=TARGETS, default="parquet", help="file format")
     convert.add_argument("--max-rows", type=int, help="read only the first N raw rows of each split")
     convert.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    convert.add_argument(
+        "--allow-same-rows",
+        action="store_true",
+        help="a single file stands for every split: write each anyway (labelled in account.json) instead of refusing",
+    )
     convert.set_defaults(func=data_convert)
 
 
@@ -351,7 +391,9 @@ def _add_crosscheck_command(commands) -> None:
         help="loss types to check, or 'all' (every loss type and every loss option)",
     )
     check.add_argument("--policy", choices=["full", "lora", "qlora"], default="lora", help="what is trained")
-    check.add_argument("--config", help="a recipe YAML: its model, dataset, recipe and loss settings are checked")
+    check.add_argument(
+        "--config", help="a recipe YAML or preset name: its model, dataset, recipe and loss settings are checked"
+    )
     defaults = CheckData()
     check.add_argument("--model", help=f"model path, hub id or embedded name (default: {defaults.model})")
     check.add_argument("--dataset", help=f"dataset (default: {defaults.dataset})")
@@ -429,7 +471,12 @@ def _add_evaluate_command(commands) -> None:
     run.add_argument("--dataset", help="held-out data (default: the run's dataset)")
     run.add_argument("--recipe", help="its dataset recipe (default: the run's recipe)")
     run.add_argument("--split", help="its held-out split (default: the run's test split)")
-    run.add_argument("--max-pairs", type=int, help="read only the first N raw held-out rows")
+    run.add_argument(
+        "--max-pairs",
+        type=int,
+        default=MAX_PAIRS,
+        help=f"read only the first N raw held-out rows (default {MAX_PAIRS}; truncated to the run's max_length)",
+    )
     run.set_defaults(func=evaluate)
 
 
@@ -456,7 +503,7 @@ def _add_merge_command(commands) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv = sys.argv[1:] if argv is None else argv
+    debug, argv = debugging(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["train"]:
             return train(argv[1:])
@@ -464,7 +511,9 @@ def main(argv: list[str] | None = None) -> None:
             return reference_logps(argv[1:])
         args = make_parser().parse_args(argv)
         args.func(args)
-    except (RecipeError, KeyError, ValueError) as error:  # bad input: say what and where, without a traceback
+    except UserError as error:  # the user's to fix: one line; anything else is a bug and keeps its traceback
+        if debug:
+            raise
         raise SystemExit(f"dpo-recipes: error: {error}") from error
 
 

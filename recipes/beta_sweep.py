@@ -34,6 +34,7 @@ from dpo_recipes.evaluation.run_eval import (
     plot_frontier,
     plot_win_rate_vs_temperature,
 )
+from dpo_recipes.training.presets import resolve_config
 from dpo_recipes.training.train import load_splits, make_parser
 from dpo_recipes.training.train import main as train_run
 from dpo_recipes.worlds import embedded
@@ -42,7 +43,12 @@ from dpo_recipes.worlds.judges import get_judge
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="recipes/zephyr_style/tiny.yaml", help="the recipe preset each run uses")
+    parser.add_argument(
+        "--config",
+        default="tiny",
+        type=resolve_config,
+        help="the recipe preset each run uses (a YAML or a preset name)",
+    )
     parser.add_argument("--betas", default="0.1,0.3,1,3", help="comma-separated β values, one run each")
     parser.add_argument(
         "--learning_rate",

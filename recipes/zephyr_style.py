@@ -10,7 +10,8 @@ Zephyr's method is dSFT then dDPO: the model given here is already SFT-trained a
     accelerate launch --num_processes 1 recipes/zephyr_style.py --config recipes/zephyr_style/qlora.yaml
 
     # Zephyr-7B-β full fine-tune on 8 GPUs (an accelerate DeepSpeed ZeRO-3 config)
-    accelerate launch --config_file zero3.yaml recipes/zephyr_style.py --config recipes/zephyr_style/full.yaml
+    accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero3.yaml recipes/zephyr_style.py \
+        --config recipes/zephyr_style/full.yaml
 
 Resume a killed run with ``--resume_from_checkpoint last`` (the newest complete checkpoint). Every YAML key is a
 flag too, and flags override the YAML (e.g. ``--beta 0.05 --max_steps 20``); unknown

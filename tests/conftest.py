@@ -15,6 +15,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+TINY = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
+# A short run of the tiny preset: a few steps on a few rows, no evaluation or checkpoint during training, a small
+# win rate. The tests' runs start from it (``run_flags``).
+QUICK_RUN = {
+    "max_steps": 4,
+    "max_train_samples": 64,
+    "max_eval_samples": 16,
+    "eval_strategy": "no",
+    "save_strategy": "no",
+    "win_rate_prompts": 4,
+    "max_new_tokens": 12,
+}
+
+
+def run_flags(base: dict | None = None, **changes) -> list[str]:
+    """Command-line flags of ``base`` (default QUICK_RUN) with ``changes``; a value of None leaves its flag out.
+
+    >>> run_flags({"max_steps": 4, "judge": ""}, judge=None, logging_steps=1)
+    ['--max_steps', '4', '--logging_steps', '1']
+    """
+    flags = {**(QUICK_RUN if base is None else base), **changes}
+    return [item for name, value in flags.items() if value is not None for item in (f"--{name}", str(value))]
+
 
 def load_recipe_module(name: str):
     """Import ``recipes/<name>.py`` (a script, not a package module)."""

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from .conftest import REPO, load_recipe_module
+from .conftest import REPO, load_recipe_module, run_flags
 
 
 @pytest.mark.slow
@@ -30,18 +30,7 @@ def test_beta_sweep_writes_the_frontier_and_win_rate_curves(tmp_path, tiny_sft_p
             "--max_new_tokens",
             "12",
             "--",
-            "--max_steps",
-            "4",
-            "--max_train_samples",
-            "64",
-            "--max_eval_samples",
-            "16",
-            "--eval_strategy",
-            "no",
-            "--win_rate_prompts",
-            "4",
-            "--max_new_tokens",
-            "12",
+            *run_flags(save_strategy=None),
         ]
     )
     result = sweep.main(args)

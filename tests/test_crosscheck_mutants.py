@@ -127,6 +127,7 @@ def no_dataset_cache():
     datasets.enable_caching()
 
 
+@pytest.mark.slow  # one cross-check run per planted bug; make test-fast leaves them to make test
 @pytest.mark.parametrize("mutant", list(MUTANTS))
 def test_the_crosscheck_catches_each_planted_bug(mutant, tiny_sft_path, monkeypatch, no_dataset_cache):
     where, change = MUTANTS[mutant]

@@ -44,6 +44,7 @@ QUANTITIES = [
 ]
 
 
+@pytest.mark.slow  # the full sweep; make test-fast leaves it to make test
 @pytest.mark.parametrize(
     ("policy", "dtype"), [("lora", "float32"), ("full", "float32"), ("qlora", "float32"), ("lora", "bfloat16")]
 )
@@ -78,6 +79,7 @@ def test_a_wrong_reference_is_caught(tiny_sft_path, monkeypatch):
     assert rows["positive control: 1% off"].verdict == "ok"
 
 
+@pytest.mark.slow  # the full sweep; make test-fast leaves it to make test
 @pytest.mark.parametrize(
     ("policy", "dtype"), [("lora", "float32"), ("full", "float32"), ("qlora", "float32"), ("lora", "bfloat16")]
 )
@@ -97,6 +99,7 @@ def test_training_paths_agree_on_unmodified_trl(tiny_sft_path, policy, dtype):
         assert rows[f"{loss_type}: 8x1 vs micro-batches of 3"].verdict == "departure"
 
 
+@pytest.mark.slow
 def test_cli_writes_json_and_fails_on_an_unexplained_difference(tiny_sft_path, tmp_path, capsys, monkeypatch):
     out = tmp_path / "crosscheck.json"
     cli(["crosscheck", "--loss-type", "ipo", "sigmoid", "--json", str(out)])

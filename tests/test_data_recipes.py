@@ -69,7 +69,7 @@ def test_non_text_content_is_a_bad_row(ultrafeedback_rows):
 
 
 def test_unknown_recipe_lists_the_valid_ones():
-    with pytest.raises(KeyError, match="valid recipes: .*ultrafeedback_binarized"):
+    with pytest.raises(RecipeError, match="valid recipes: .*ultrafeedback_binarized"):
         get_recipe("ultrafeedbak")
     assert all(recipe.summary for recipe in RECIPES.values())
 

@@ -15,39 +15,25 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .conftest import LINEAR_ADAMW, REPO, UPDATE_SHARE, assert_same_updates
+from .conftest import LINEAR_ADAMW, REPO, TINY, UPDATE_SHARE, assert_same_updates, run_flags
 
-TINY = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
+# an AdamW update linear in the gradients, so that runs differing only in rounding train alike (conftest)
 COMMON = [
     "--config",
     TINY,
-    "--max_steps",
-    "4",
-    "--max_train_samples",
-    "128",
-    "--max_eval_samples",
-    "16",
-    "--eval_strategy",
-    "no",
-    "--save_strategy",
-    "no",
-    "--judge",
-    "",
-    "--crosscheck",
-    "false",
-    "--use_cpu",
-    "true",
-    "--logging_steps",
-    "1",
-    "--report_to",
-    "none",
-    # an AdamW update linear in the gradients, so that runs differing only in rounding train alike (conftest)
-    "--learning_rate",
-    str(LINEAR_ADAMW["lr"]),
-    "--adam_epsilon",
-    str(LINEAR_ADAMW["eps"]),
-    "--weight_decay",
-    str(LINEAR_ADAMW["weight_decay"]),
+    *run_flags(
+        max_train_samples=128,
+        win_rate_prompts=None,
+        max_new_tokens=None,
+        judge="",
+        crosscheck="false",
+        use_cpu="true",
+        logging_steps=1,
+        report_to="none",
+        learning_rate=LINEAR_ADAMW["lr"],
+        adam_epsilon=LINEAR_ADAMW["eps"],
+        weight_decay=LINEAR_ADAMW["weight_decay"],
+    ),
 ]
 # Same data, same global batch of 16 pairs per step; float32 sums in another order (two half-batches, padded
 # separately, then an all-reduce) differ by rounding only: see conftest.UPDATE_SHARE.

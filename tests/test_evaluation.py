@@ -3,6 +3,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.core.generation import generate
 from dpo_recipes.core.scoring import as_reference
 from dpo_recipes.evaluation.comparison import (
@@ -30,7 +31,7 @@ def test_toy_world_judge_reads_the_last_user_turn():
     ]
     assert toy_world_judge(prompt, "The red fox is superb.") == 3.0
     assert get_judge("toy-world") is toy_world_judge
-    with pytest.raises(KeyError, match="available judges: toy-world"):
+    with pytest.raises(ConfigError, match="available judges: toy-world"):
         get_judge("gpt-judge")
 
 

@@ -86,3 +86,16 @@ def test_a_failed_overwrite_keeps_the_old_output(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         cli([*args, "--overwrite"])
     assert (out / "account.json").read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["hh"]
+
+
+def test_one_file_is_not_written_as_train_and_test_unless_asked(tmp_path, capsys):
+    """A single file stands for every split: converting it to train and test would make a test split that is
+    the training data, which `train` itself refuses (allow_eval_on_train)."""
+    base = ["data", "convert", HH, "--recipe", "hh_rlhf", "--on-bad-row", "skip"]
+    with pytest.raises(SystemExit, match=r"is one file, so the splits train, test would all hold its same rows"):
+        cli([*base, str(tmp_path / "refused")])
+    assert not (tmp_path / "refused").exists()
+    cli([*base, str(tmp_path / "labelled"), "--allow-same-rows"])
+    assert "Note: every split holds the same rows" in capsys.readouterr().out
+    account = json.loads((tmp_path / "labelled" / "account.json").read_text())
+    assert account["note"].startswith("every split holds the same rows") and set(account["splits"]) == {"train", "test"}

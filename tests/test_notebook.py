@@ -5,7 +5,7 @@ import json
 import nbformat
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, run_flags
 
 NOTEBOOK = REPO / "notebooks" / "dpo_colab.ipynb"
 
@@ -24,22 +24,7 @@ def test_notebook_fine_tunes_end_to_end_on_the_tiny_preset(tmp_path, tiny_sft_pa
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     parameters = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
     run = tmp_path / "run"
-    quick = [
-        "--max_steps",
-        "6",
-        "--max_train_samples",
-        "96",
-        "--max_eval_samples",
-        "32",
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--win_rate_prompts",
-        "6",
-        "--max_new_tokens",
-        "12",
-    ]
+    quick = run_flags(max_steps=6, max_train_samples=96, max_eval_samples=32, win_rate_prompts=6)
     values = dict(REPO_URL="", PRESET="tiny", EXTRA_FLAGS=quick, OUTPUT_DIR=str(run), EVAL_PROMPTS=6)
     values["TEMPERATURES"] = "0,1"
     parameters.source = "".join(f"{name} = {value!r}\n" for name, value in values.items())

@@ -230,6 +230,24 @@ CASES = [
         {"tied scores": 1},
         None,
     ),
+    (
+        "trl",  # the conversational, explicit shape; the other three: tests/test_trl_recipe.py
+        {},
+        [
+            ([(S, "Answer in one word."), (U, "What is the capital of Peru?")], "Lima.", "Cusco."),
+            (
+                [(U, "Name a prime number above 10."), ("assistant", "Do you want the smallest?"), (U, "Yes.")],
+                "11",
+                "12",
+            ),
+        ],
+        {
+            "bad images: rows with images are not supported (text-only preference data)": 1,
+            "bad chosen: expected one assistant message as the completion, got the roles ['assistant', 'assistant']": 1,
+            "chosen == rejected (no preference)": 1,
+        },
+        (2, "images"),
+    ),
 ]
 
 

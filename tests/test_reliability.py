@@ -18,25 +18,13 @@ from trl import DPOConfig
 
 from dpo_recipes.training.train import make_parser, run_from_command_line
 
-from .conftest import REPO
+from .conftest import REPO, TINY, run_flags
 
-TINY = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
-QUIET = [
-    "--eval_strategy",
-    "no",
-    "--judge",
-    "",
-    "--crosscheck",
-    "false",
-    "--logging_steps",
-    "1",
-    "--report_to",
-    "none",
-    "--max_train_samples",
-    "480",
-    "--max_eval_samples",
-    "16",
-]
+QUIET = run_flags(
+    {"eval_strategy": "no", "judge": "", "crosscheck": "false", "logging_steps": 1, "report_to": "none"},
+    max_train_samples=480,
+    max_eval_samples=16,
+)
 
 
 def _fails_fast(argv, match, limit_s=20.0):
@@ -289,7 +277,7 @@ def test_a_test_split_that_reads_the_training_rows_is_refused(tmp_path, tiny_sft
 
 def test_incomplete_checkpoints_and_finished_runs_are_not_resumed(tmp_path):
     from dpo_recipes.core.errors import ConfigError
-    from dpo_recipes.training.train import checkpoint_to_resume
+    from dpo_recipes.training.run_directory import checkpoint_to_resume
 
     for step, state in ((5, '{"global_step": 5}'), (10, ""), (15, '{"global_step": 1')):  # 0-byte, cut off
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -306,14 +294,14 @@ def test_incomplete_checkpoints_and_finished_runs_are_not_resumed(tmp_path):
 
 def test_a_second_run_into_a_busy_output_dir_fails_at_once(tmp_path):
     from dpo_recipes.core.errors import ConfigError
-    from dpo_recipes.training.train import output_dir_lock
+    from dpo_recipes.training.run_directory import output_dir_lock
 
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             (
-                "import sys, time; from dpo_recipes.training.train import output_dir_lock\n"
+                "import sys, time; from dpo_recipes.training.run_directory import output_dir_lock\n"
                 f"with output_dir_lock({str(tmp_path)!r}):\n    print('locked', flush=True); time.sleep(60)"
             ),
         ],
@@ -411,9 +399,11 @@ def test_options_the_installed_trl_ignores_are_warned_about():
     assert ignored_warnings(plain) == []
 
 
-def test_a_broken_config_is_left_to_the_parser(tmp_path):
+def test_a_broken_config_is_named_in_one_line_before_the_parser_reads_it(tmp_path):
+    from dpo_recipes.core.errors import ConfigError
     from dpo_recipes.training.retired_options import check_removed
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("beta: [0.1\n")
-    check_removed(["--config", str(broken)])  # no YAML traceback here: TrlParser names the problem
+    with pytest.raises(ConfigError, match=r"broken.yaml: not plain YAML: .*\(line 2, column 1\)"):
+        check_removed(["--config", str(broken)])

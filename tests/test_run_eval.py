@@ -10,11 +10,12 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, MistralForSequenceClassification
 
 from dpo_recipes.cli import main as cli
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.evaluation.comparison import WinRate, kl_to_reference
 from dpo_recipes.evaluation.run_eval import SECTION_START, evaluate_run
 from dpo_recipes.worlds.judges import get_judge
 
-from .conftest import REPO, load_recipe_module
+from .conftest import REPO, load_recipe_module, run_flags
 
 
 class FixedDistribution(torch.nn.Module):
@@ -78,9 +79,9 @@ def test_reward_model_judge_and_unavailable_judges(tmp_path, tiny_sft_path, tiny
     score = judge(prompt, "The red fox is superb.")
     assert isinstance(score, float) and math.isfinite(score)
     assert judge(prompt, "The red fox is superb.") == score and judge(prompt, "Awful.") != score
-    with pytest.raises(KeyError, match="TRL 1.16 ships no pairwise judges"):
+    with pytest.raises(ConfigError, match="TRL 1.16 ships no pairwise judges"):
         get_judge("pairwise:pairrm")
-    with pytest.raises(KeyError, match="available judges: toy-world"):
+    with pytest.raises(ConfigError, match="available judges: toy-world"):
         get_judge("gpt-4")
 
 
@@ -88,22 +89,7 @@ def test_reward_model_judge_and_unavailable_judges(tmp_path, tiny_sft_path, tiny
 def test_evaluate_a_tiny_run(tmp_path, tiny_sft_path, capsys):
     recipe = load_recipe_module("zephyr_style")
     tiny = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
-    quick = [
-        "--max_steps",
-        "8",
-        "--max_train_samples",
-        "128",
-        "--max_eval_samples",
-        "32",
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--win_rate_prompts",
-        "8",
-        "--max_new_tokens",
-        "16",
-    ]
+    quick = run_flags(max_steps=8, max_train_samples=128, max_eval_samples=32, win_rate_prompts=8, max_new_tokens=16)
     metrics = recipe.main(
         *recipe.make_parser().parse_args_and_config(["--config", tiny, "--output_dir", str(tmp_path), *quick])
     )
@@ -138,3 +124,32 @@ def test_evaluate_a_tiny_run(tmp_path, tiny_sft_path, capsys):
     evaluate_run(tmp_path, temperatures=(0.0,), n_prompts=4, max_new_tokens=8)  # again: the section is replaced
     report = (tmp_path / "report.md").read_text()
     assert report.count(SECTION_START) == 1 and "| 0 |" in report and "## Held-out implicit reward" in report
+
+
+@pytest.mark.slow
+def test_a_qlora_run_is_evaluated_on_its_4bit_base_truncated_as_it_trained(tmp_path, tiny_sft_path):
+    """An adapter trained against 4-bit weights is evaluated against the same 4-bit weights (applied to the full
+    precision base it would be another policy), and its held-out pairs are cut to the run's max_length."""
+    from bitsandbytes.nn import Params4bit
+
+    from dpo_recipes.evaluation.run_eval import load_run, truncated
+
+    flags = run_flags(max_steps=1, judge="", crosscheck="false", win_rate_prompts=None, max_new_tokens=None)
+    quantized = ["--load_in_4bit", "true", "--bnb_4bit_quant_type", "nf4", "--max_length", "40"]
+    cli(
+        [
+            "train",
+            "--config",
+            str(REPO / "recipes/zephyr_style/tiny.yaml"),
+            "--output_dir",
+            str(tmp_path),
+            *flags,
+            *quantized,
+        ]
+    )
+    policy, reference, _, info = load_run(tmp_path)
+    assert reference is None and info.max_length == 40 and info.quantization["bnb_4bit_quant_type"] == "nf4"
+    assert any(isinstance(p, Params4bit) for p in policy.parameters())
+    assert {p.device.type for p in policy.parameters()} == {"cuda" if torch.cuda.is_available() else "cpu"}
+    assert truncated([1, 2, 3], list(range(1, 60)), 40, "keep_start") == ([1, 2, 3], list(range(1, 41)))
+    assert truncated([1, 2, 3], list(range(1, 60)), 40, "keep_end") == ([], list(range(20, 60)))

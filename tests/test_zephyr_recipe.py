@@ -8,27 +8,20 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from .conftest import REPO, load_recipe_module
+from .conftest import REPO, TINY, load_recipe_module, run_flags
 
-TINY = str(REPO / "recipes" / "zephyr_style" / "tiny.yaml")
-QUICK = [
-    "--max_steps",
-    "6",
-    "--max_train_samples",
-    "96",
-    "--max_eval_samples",
-    "32",
-    "--logging_steps",
-    "1",
-    "--eval_steps",
-    "3",
-    "--save_steps",
-    "3",
-    "--win_rate_prompts",
-    "8",
-    "--max_new_tokens",
-    "16",
-]
+QUICK = run_flags(
+    max_steps=6,
+    max_train_samples=96,
+    max_eval_samples=32,
+    logging_steps=1,
+    eval_strategy=None,
+    save_strategy=None,
+    eval_steps=3,
+    save_steps=3,
+    win_rate_prompts=8,
+    max_new_tokens=16,
+)
 
 
 @pytest.mark.slow

@@ -26,6 +26,8 @@ class RunRecord:
     world_size: int = 1
     judge: str | None = None
     reference_logps: str | None = None  # the file the reference log-probs were read from, if any
+    max_length: int | None = None  # TRL's max_length of prompt + completion
+    truncation_mode: str = "keep_start"
 
     @classmethod
     def from_args(cls, script_args, training_args, model_args) -> RunRecord:
@@ -45,6 +47,8 @@ class RunRecord:
             world_size=training_args.world_size,
             judge=script_args.judge,
             reference_logps=script_args.reference_logps,
+            max_length=training_args.max_length,
+            truncation_mode=training_args.truncation_mode,
         )
 
     def to_json(self) -> dict:

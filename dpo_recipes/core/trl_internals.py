@@ -1,6 +1,6 @@
-"""Every use of TRL's and accelerate's private members, in one place, for the versions it was written against.
+"""Every use of private members of TRL, accelerate and datasets, in one place, for the versions it was written for.
 
-The project needs four things that TRL 1.16 and accelerate 1.x offer no public way to do:
+The project needs five things that TRL 1.16, accelerate 1.x and datasets offer no public way to do:
 
 - reference log-probs precomputed under a key of our choosing (`precompute_reference_logps`): TRL's own key is
   the tokenized dataset's fingerprint, which changes with every DPOConfig field (see
@@ -11,7 +11,9 @@ The project needs four things that TRL 1.16 and accelerate 1.x offer no public w
   transformers' public ``eval_on_start`` evaluates inside ``train()``, after a resumed run has loaded its
   checkpoint: it would report the resumed policy as "before training", so it cannot replace this;
 - a DPOTrainer built with settings that differ from the user's DPOConfig without changing it
-  (`trainer_config`): a shallow copy, since ``dataclasses.replace`` re-runs the config's validation.
+  (`trainer_config`): a shallow copy, since ``dataclasses.replace`` re-runs the config's validation;
+- a datasets ``Dataset``'s fingerprint, the identity of its rows, for cache keys of our own
+  (`dataset_fingerprint`; `dpo_recipes.data.registry.prepare`).
 
 Importing this module fails at once, with the versions, on a TRL or accelerate it was not written for: private
 members change without notice between releases.
@@ -99,3 +101,8 @@ def evaluate_before_training(trainer) -> dict:
         if model in trainer.accelerator._models:
             trainer.accelerator._models.remove(model)
     return metrics
+
+
+def dataset_fingerprint(dataset) -> str:
+    """What datasets calls the dataset's fingerprint: a hash of where its rows came from and every step since."""
+    return dataset._fingerprint

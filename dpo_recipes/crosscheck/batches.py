@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.core.scoring import trl_token_ids
 
 
@@ -72,7 +73,7 @@ def _truncate(sequence: Sequence, max_length: int | None, mode: str) -> Sequence
 def own_batch(tokenizer, rows: list[dict], max_length: int | None, truncation_mode: str = "keep_start") -> OwnBatch:
     """The batch TRL should build from ``rows`` (TRL-format preference rows), built here."""
     if truncation_mode not in ("keep_start", "keep_end"):
-        raise ValueError(f"truncation_mode {truncation_mode!r}: expected keep_start or keep_end")
+        raise ConfigError(f"truncation_mode {truncation_mode!r}: expected keep_start or keep_end")
     batch, chosen, rejected = OwnBatch([], []), [], []
     for index, row in enumerate(rows):
         prompt, chosen_ids, rejected_ids, prefix = _split(tokenizer, row)

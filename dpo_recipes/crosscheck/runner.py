@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from trl import DPOConfig, ModelConfig
 
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.core.files import atomic_write_text
 from dpo_recipes.core.runtime import single_process_environment
 from dpo_recipes.crosscheck import paths
@@ -54,7 +55,7 @@ def settings_for(loss_types: list[str]) -> list[Setting]:
     chosen = LOSS_TYPES if loss_types == ["all"] else tuple(loss_types)
     unknown = set(chosen) - set(LOSS_TYPES)
     if unknown:
-        raise ValueError(f"unknown loss type(s) {sorted(unknown)}; choose from {', '.join(LOSS_TYPES)} or all")
+        raise ConfigError(f"unknown loss type(s) {sorted(unknown)}; choose from {', '.join(LOSS_TYPES)} or all")
     settings = [Setting((name,), label_smoothing=SMOOTHING.get(name, 0.0)) for name in chosen]
     if loss_types == ["all"]:
         settings += [

@@ -4,7 +4,7 @@ Adding a dataset = one function decorated with ``@register(name, hub_id=...)`` i
 one fixture in tests/fixtures, one test.
 """
 
-from dpo_recipes.data import helpsteer2, hh_rlhf, sharegpt, single_turn, ultrafeedback  # noqa: F401  (registers)
+from dpo_recipes.data import helpsteer2, hh_rlhf, sharegpt, single_turn, trl_format, ultrafeedback  # noqa: F401
 from dpo_recipes.data.loading import load_preference_splits, load_raw
 from dpo_recipes.data.registry import (
     FORMATS,

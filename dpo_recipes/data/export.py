@@ -14,6 +14,7 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.core.files import atomic_directory
 from dpo_recipes.data.loading import load_preference_splits
 
@@ -30,14 +31,26 @@ def export_splits(
     on_bad_row: str = "error",
     max_rows: int | None = None,
     overwrite: bool = False,
+    allow_same_rows: bool = False,
     **options,
 ) -> dict:
-    """Convert ``splits`` of ``dataset`` through ``recipe`` and write them to ``output``; return the account."""
+    """Convert ``splits`` of ``dataset`` through ``recipe`` and write them to ``output``; return the account.
+
+    One local file stands for whatever split is asked, so several splits of it would be the same rows, and a
+    later run would "evaluate" on its training data: refused, unless ``allow_same_rows`` (then labelled in the
+    account)."""
     if to not in TARGETS:
-        raise ValueError(f"unknown target {to!r}; choose one of {TARGETS}")
+        raise ConfigError(f"unknown target {to!r}; choose one of {TARGETS}")
+    same_rows = Path(dataset).is_file() and len(set(splits)) > 1
+    if same_rows and not allow_same_rows:
+        raise ConfigError(
+            f"dataset {dataset!r} is one file, so the splits {', '.join(splits)} would all hold its same rows "
+            "(a test split that is the training data); write one with --split NAME, or pass --allow-same-rows "
+            "to write them all, labelled as the same rows"
+        )
     output = Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ValueError(f"{output} exists and is not empty; choose another path or --overwrite")
+        raise ConfigError(f"{output} exists and is not empty; choose another path or --overwrite")
     prepared = load_preference_splits(
         dataset,
         recipe,
@@ -52,6 +65,7 @@ def export_splits(
         "recipe": recipe,
         "options": options,
         "format": fmt,
+        **({"note": f"every split holds the same rows: one file ({dataset}) stands for each"} if same_rows else {}),
         "splits": {
             split: {"rows_read": p.rows_read, "rows_kept": p.rows_kept, "dropped": dict(p.dropped)}
             for split, p in prepared.items()

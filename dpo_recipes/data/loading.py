@@ -17,7 +17,7 @@ from typing import IO
 
 from datasets import Dataset, Features, IterableDataset, Value, load_dataset
 
-from dpo_recipes.core.errors import unavailable
+from dpo_recipes.core.errors import ConfigError, unavailable
 from dpo_recipes.data.registry import PreparedSplit, RecipeError, prepare
 from dpo_recipes.worlds import embedded
 
@@ -297,14 +297,14 @@ def load_raw(
 ) -> Dataset | IterableDataset:
     """One raw split: a hub id or local directory through ``load_dataset``, or a single json/jsonl/csv/parquet
     file (which then stands for whatever split is asked). Lines of text files that cannot become rows raise
-    (or, with on_bad_row=skip, are left out and counted in ``dropped``); see ``_line_problems``."""
+    (or, with on_bad_row=skip, are left out and counted in ``dropped``); see ``_checked_file``."""
     path = Path(embedded.resolve(name_or_path))
     label = f"{name_or_path}[{split}]"
     try:
         if path.is_file():
             builder = FILE_BUILDERS.get(data_suffix(path))
             if builder is None or (builder == "parquet" and path.suffix.lower() in COMPRESSIONS):
-                raise ValueError(
+                raise ConfigError(
                     f"dataset {name_or_path!r}: unsupported file type; use one of "
                     f"{sorted(FILE_BUILDERS)}, json/jsonl/csv optionally compressed "
                     f"({', '.join(COMPRESSIONS)})"

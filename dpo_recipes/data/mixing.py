@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset, concatenate_datasets
 
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.data.loading import load_preference_splits
 from dpo_recipes.data.registry import PreparedSplit, get_recipe
 
@@ -31,7 +32,7 @@ class MixtureEntry:
 
     def __post_init__(self):
         if not 0.0 < self.fraction <= 1.0:
-            raise ValueError(f"mixture entry {self.dataset!r}: fraction must be in (0, 1], got {self.fraction}")
+            raise ConfigError(f"mixture entry {self.dataset!r}: fraction must be in (0, 1], got {self.fraction}")
         splits = get_recipe(self.recipe).splits
         self.train_split = self.train_split or splits[0]
         if self.test_split == "default":

@@ -11,7 +11,10 @@ index and the field, or, with ``on_bad_row="skip"``, into a counted drop.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import inspect
+import json
 import logging
 import types
 import typing
@@ -19,8 +22,12 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from datasets import Dataset, IterableDataset
+
+from dpo_recipes.core.errors import UserError
+from dpo_recipes.core.trl_internals import dataset_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +59,8 @@ class DropRow(Exception):
         self.reason = reason
 
 
-class RecipeError(ValueError):
-    """A bad row, located: which dataset, which recipe, which row, which field."""
+class RecipeError(UserError, ValueError):
+    """A bad row or recipe setting, located: which dataset, which recipe, which row, which field."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,7 @@ def register(name: str, **details):
 
 def get_recipe(name: str) -> DatasetRecipe:
     if name not in RECIPES:
-        raise KeyError(f"unknown dataset recipe {name!r}; valid recipes: {', '.join(sorted(RECIPES))}")
+        raise RecipeError(f"unknown dataset recipe {name!r}; valid recipes: {', '.join(sorted(RECIPES))}")
     return RECIPES[name]
 
 
@@ -203,9 +210,9 @@ def prepare(
     """Apply a registered recipe to every row of ``raw``: count the rows it drops, convert the rest."""
     recipe = get_recipe(recipe_name)
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+        raise RecipeError(f"unknown format {fmt!r}; choose one of {FORMATS}")
     if on_bad_row not in BAD_ROW_POLICIES:
-        raise ValueError(f"unknown on_bad_row {on_bad_row!r}; choose one of {BAD_ROW_POLICIES}")
+        raise RecipeError(f"unknown on_bad_row {on_bad_row!r}; choose one of {BAD_ROW_POLICIES}")
     recipe.check_options(options)
     if recipe.regroup:
         raw = recipe.regroup(raw, **options)
@@ -235,7 +242,8 @@ def prepare(
         except BadRow as error:
             raise located(error, row[_ROW]) from error
 
-    annotated = raw.map(annotate, with_indices=True, **_desc(raw, f"Checking {dataset_label}"))
+    cache = _cache_keys(raw, recipe.name, fmt, on_bad_row, options)
+    annotated = raw.map(annotate, with_indices=True, **_desc(raw, f"Checking {dataset_label}"), **cache("checked"))
     dropped: Counter = Counter()
     if isinstance(raw, IterableDataset):
         prepared = PreparedSplit(None, rows_read=0, dropped=dropped)
@@ -250,11 +258,34 @@ def prepare(
         prepared.dataset = annotated.filter(keep).map(convert_located, remove_columns=columns)
         return prepared
     dropped.update(reason for reason in annotated[_DROP] if reason)
-    kept = annotated.filter(lambda row: not row[_DROP], desc=f"Dropping rows of {dataset_label}")
-    converted = kept.map(convert_located, remove_columns=kept.column_names, desc=f"Converting {dataset_label}")
+    kept = annotated.filter(lambda row: not row[_DROP], desc=f"Dropping rows of {dataset_label}", **cache("kept"))
+    converted = kept.map(
+        convert_located, remove_columns=kept.column_names, desc=f"Converting {dataset_label}", **cache("converted")
+    )
     prepared = PreparedSplit(converted, rows_read=len(raw), dropped=dropped)
     logger.info(prepared.describe(dataset_label))
     return prepared
+
+
+@functools.cache
+def _recipes_source() -> str:
+    """A hash of this package's source: the recipes and every helper they call."""
+    files = sorted(Path(__file__).parent.glob("*.py"))
+    return hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
+
+
+def _cache_keys(raw, recipe: str, fmt: str, on_bad_row: str, options: dict) -> Callable[[str], dict]:
+    """``new_fingerprint`` for each step of `prepare`. datasets keys its cache by a hash of the mapped function,
+    which sees the recipe function only by name, so a changed recipe (a new release, an edit) would be served
+    the rows its old code made; the key here holds the source of every recipe and helper as well."""
+    if not isinstance(raw, Dataset):
+        return lambda step: {}
+    settings = json.dumps([dataset_fingerprint(raw), recipe, fmt, on_bad_row, options, _recipes_source()], default=repr)
+
+    def keys(step: str) -> dict:
+        return {"new_fingerprint": hashlib.sha256(f"{settings}/{step}".encode()).hexdigest()[:32]}
+
+    return keys
 
 
 def _desc(dataset, text: str) -> dict:

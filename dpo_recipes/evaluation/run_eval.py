@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.core.files import atomic_write_text
 from dpo_recipes.core.generation import generate, generate_ids
 from dpo_recipes.core.run_record import RunRecord
@@ -27,31 +28,65 @@ from dpo_recipes.worlds import embedded
 from dpo_recipes.worlds.judges import get_judge
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
+MAX_PAIRS = 512  # held-out raw rows scored for the implicit reward unless asked otherwise (`--max-pairs`)
 SECTION_START, SECTION_END = "<!-- dpo-recipes evaluate -->", "<!-- /dpo-recipes evaluate -->"
 
 
-def load_run(run_dir: str | Path, base_model: str | None = None):
-    """(policy, reference or None, tokenizer, run record or None): a LoRA run is its base + adapter (the
-    reference is the adapter disabled); a full run needs its reference, ``base_model`` or the run's own model."""
-    run_dir = Path(run_dir)
+def evaluation_device() -> str:
+    """Where a saved run is measured: the GPU when there is one (where it trained), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load_causal_lm(name: str, quantization: dict | None, device: str):
+    """A model as the run trained it: 4-bit (or 8-bit) again when it was, on ``device``."""
+    if quantization:
+        config = BitsAndBytesConfig.from_dict(quantization)
+        return AutoModelForCausalLM.from_pretrained(name, quantization_config=config, device_map={"": device})
+    return AutoModelForCausalLM.from_pretrained(name).to(device)
+
+
+def load_run(run_dir: str | Path, base_model: str | None = None, device: str | None = None):
+    """(policy, reference or None, tokenizer, run record or None), loaded as the run trained them: a QLoRA
+    adapter on its base quantized the same way (an adapter trained against 4-bit weights, applied to full ones,
+    would be another policy), on the GPU when there is one. A LoRA run is its base + adapter (the reference is
+    the adapter disabled); a full run needs its reference, ``base_model`` or the run's own model."""
+    run_dir, device = Path(run_dir), device or evaluation_device()
     info = RunRecord.from_dir(run_dir)
     base = base_model or (info.model if info else None)
+    quantization = info.quantization if info else None
     tokenizer = AutoTokenizer.from_pretrained(
         run_dir if (run_dir / "tokenizer_config.json").exists() else embedded.resolve(base)
     )
     if (run_dir / "adapter_config.json").exists():
         base = base or json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(embedded.resolve(base)), run_dir)
+        model = PeftModel.from_pretrained(_load_causal_lm(embedded.resolve(base), quantization, device), run_dir)
         return model.eval(), None, tokenizer, info
     if base is None:
-        raise ValueError(f"{run_dir}: a full-model run needs its reference model (pass base_model)")
-    reference = AutoModelForCausalLM.from_pretrained(embedded.resolve(base)).eval()
-    return AutoModelForCausalLM.from_pretrained(run_dir).eval(), reference, tokenizer, info
+        raise ConfigError(f"{run_dir}: a full-model run needs its reference model (pass base_model)")
+    reference = _load_causal_lm(embedded.resolve(base), quantization, device).eval()
+    return _load_causal_lm(str(run_dir), None, device).eval(), reference, tokenizer, info
 
 
-def implicit_reward(model, tokenizer, rows: list[dict], beta: float, ref_model=None) -> dict:
-    """Held-out implicit reward β(log π − log π_ref) of chosen and rejected: accuracy (strict, as TRL) and margin."""
-    sides = {side: [trl_token_ids(tokenizer, r["prompt"], r[side]) for r in rows] for side in ("chosen", "rejected")}
+def truncated(prompt: list[int], full: list[int], max_length: int | None, mode: str) -> tuple[list[int], list[int]]:
+    """A (prompt ids, full ids) pair cut to TRL's ``max_length`` as TRL cuts it: keep_start keeps the first
+    tokens, keep_end the last (the prompt loses its start first)."""
+    if max_length is None or len(full) <= max_length:
+        return prompt, full
+    if mode == "keep_end":
+        cut = len(full) - max_length
+        return prompt[cut:], full[cut:]
+    return prompt[:max_length], full[:max_length]
+
+
+def implicit_reward(
+    model, tokenizer, rows: list[dict], beta: float, ref_model=None, max_length=None, truncation_mode="keep_start"
+) -> dict:
+    """Held-out implicit reward β(log π − log π_ref) of chosen and rejected: accuracy (strict, as TRL) and margin,
+    on the pairs as the run's max_length truncated them in training."""
+    sides = {
+        side: [truncated(*trl_token_ids(tokenizer, r["prompt"], r[side]), max_length, truncation_mode) for r in rows]
+        for side in ("chosen", "rejected")
+    }
     policy = {side: sequence_logps(model, ids, tokenizer.pad_token_id) for side, ids in sides.items()}
     with as_reference(model, ref_model) as reference_model:
         reference = {side: sequence_logps(reference_model, ids, tokenizer.pad_token_id) for side, ids in sides.items()}
@@ -78,7 +113,7 @@ def evaluate_run(
     dataset: str | None = None,
     recipe: str | None = None,
     split: str | None = None,
-    max_pairs: int | None = None,
+    max_pairs: int | None = MAX_PAIRS,
 ) -> dict:
     """Everything in the module docstring, for the run in ``run_dir``; the judge and the held-out data default to
     the run's own."""
@@ -96,7 +131,9 @@ def evaluate_run(
     )
     results = {"run_dir": str(run_dir), "judge": judge, "dataset": dataset, "split": split, **measured}
     beta = info.beta if info else 0.1
-    results["implicit_reward"] = {"beta": beta, **implicit_reward(model, tokenizer, test.to_list(), beta, ref_model)}
+    lengths = (info.max_length, info.truncation_mode) if info else (None, "keep_start")
+    reward = implicit_reward(model, tokenizer, test.to_list(), beta, ref_model, *lengths)
+    results["implicit_reward"] = {"beta": beta, **reward}
     atomic_write_text(run_dir / "evaluation.json", json.dumps(results, indent=2) + "\n")
     plot_win_rate_vs_temperature({run_dir.name: results}, run_dir / "win_rate_vs_temperature.png")
     _write_report_section(run_dir / "report.md", results, comparisons[temperatures[0]])

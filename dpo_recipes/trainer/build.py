@@ -6,6 +6,7 @@ one set of base weights serves both (TRL: ``peft_config`` given, ``ref_model`` o
 
 from __future__ import annotations
 
+import torch
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config, get_quantization_config
 
@@ -74,6 +75,7 @@ def build_dpo_trainer(
         training_args,
         model_init_kwargs=model_init_kwargs(model_args, training_args),
         precompute_ref_log_probs=False,  # attached below, under a stable key
+        push_to_hub=False,  # pushed once when the run's folder is final (training.sharing), not at every save
         remove_unused_columns=training_args.remove_unused_columns and not grouped,
     )
     trainer = DPOTrainer(
@@ -86,6 +88,8 @@ def build_dpo_trainer(
         **trainer_kwargs,
     )
     keep_4bit_layers_trainable(trainer.model)
+    if args.fp16:
+        train_float32_weights(trainer.model)
     if pack_sequences:
         pack_trainer(trainer)
     if reference_logps:
@@ -97,6 +101,23 @@ def build_dpo_trainer(
     if max_tokens_per_batch is not None:
         batch_by_tokens(trainer, max_tokens_per_batch)
     return trainer
+
+
+def train_float32_weights(model) -> list[str]:
+    """With fp16 mixed precision, every trainable weight in float32; returns the names of those cast.
+
+    fp16 autocast keeps float32 master weights and scales the loss; its GradScaler unscales only float16 or
+    float32 gradients (CUDA has no bfloat16 kernel for it, and a T4 no bfloat16 at all). TRL 1.16 casts the
+    adapters of a quantized model to bfloat16, so a QLoRA run with fp16 would fail at its first optimizer step
+    ("_amp_foreach_non_finite_check_and_unscale_cuda" not implemented for 'BFloat16'), and a model loaded in
+    float16 would train float16 weights, losing updates smaller than their rounding. CPU runs do not show it.
+    """
+    cast = []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad and parameter.dtype in (torch.float16, torch.bfloat16):
+            parameter.data = parameter.data.float()
+            cast.append(name)
+    return cast
 
 
 def keep_4bit_layers_trainable(model) -> None:

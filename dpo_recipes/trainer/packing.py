@@ -147,7 +147,7 @@ class TokenBudgetBatches(torch.utils.data.Sampler):
 
     def __init__(self, tokens: list[int], budget: int, seed: int, window: int = 16):
         if budget < 1:
-            raise ValueError(f"max_tokens_per_batch {budget} must be ≥ 1")
+            raise ConfigError(f"max_tokens_per_batch {budget} must be ≥ 1")
         order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed)).tolist()
         self.batches: list[list[int]] = []
         used: list[int] = []  # tokens in each batch; the open ones are the last `window`

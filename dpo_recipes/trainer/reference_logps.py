@@ -139,7 +139,7 @@ def save_reference_logps(trainer, path: str | Path) -> Path:
     for name, values in tensors.items():  # a NaN or -inf reference would turn every loss it touches into NaN
         bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
         if bad:
-            raise ValueError(
+            raise ConfigError(
                 f"reference log-probs {name}: row {bad[0]} is {values[bad[0]].item()} ({len(bad)} rows not finite); "
                 "nothing written (a reference in fp16 can overflow: compute it in fp32 or bf16)"
             )

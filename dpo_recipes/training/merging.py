@@ -17,8 +17,10 @@ import torch
 from peft import PeftConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.core.files import atomic_directory, atomic_write_text
 from dpo_recipes.core.run_record import RunRecord
+from dpo_recipes.training import sharing
 from dpo_recipes.worlds import embedded
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,20 @@ def run_base_and_quantization(run_dir: Path, base_model: str | None) -> tuple[st
     run = RunRecord.from_dir(run_dir)
     base = base_model or (run and run.model) or PeftConfig.from_pretrained(str(run_dir)).base_model_name_or_path
     return base, run.quantization if run else None
+
+
+def merged_model_card(run_dir: Path, base: str, how: str) -> str:
+    """The merged model's own card: Hub metadata (a merge of ``base``), what was merged, how to load it."""
+    run = RunRecord.from_dir(run_dir)
+    datasets = [run.dataset] if run and run.dataset != "mixture" else []
+    front = sharing.front_matter(base, "merge", "transformers", datasets, ["dpo", "trl", "dpo-recipes", "merged"])
+    body = (
+        f"# Merged DPO policy\n\nThe LoRA adapter of `{run_dir.name}` {how}; base model `{base}`. The run's own "
+        "card (its data, hyperparameters, cross-check and evaluation) is README.md in the run's folder.\n\n"
+        "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        'model = AutoModelForCausalLM.from_pretrained("PATH")\ntokenizer = AutoTokenizer.from_pretrained("PATH")\n```\n'
+    )
+    return sharing.merged_card(None, front, body)
 
 
 def merge_adapter(
@@ -42,10 +58,10 @@ def merge_adapter(
     run_dir, output_dir = Path(run_dir), Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
         if not overwrite:
-            raise ValueError(f"{output_dir} already exists and is not empty; choose another path or --overwrite")
+            raise ConfigError(f"{output_dir} already exists and is not empty; choose another path or --overwrite")
         shutil.rmtree(output_dir)
     if not (run_dir / "adapter_config.json").is_file():
-        raise ValueError(
+        raise ConfigError(
             f"{run_dir} holds no LoRA adapter (adapter_config.json): a full fine-tune is already a "
             "standalone model, there is nothing to merge"
         )
@@ -69,7 +85,6 @@ def merge_adapter(
     with atomic_directory(output_dir) as scratch:
         merged.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
-        card = f"# Merged DPO policy\n\nThe LoRA adapter of `{run_dir}` {how}; base model `{base}`.\n"
-        atomic_write_text(scratch / "README.md", card + "Load it with `AutoModelForCausalLM.from_pretrained`.\n")
+        atomic_write_text(scratch / "README.md", merged_model_card(run_dir, base, how))
     logger.info("Merged %s (%s) into %s", run_dir, how, output_dir)
     return {"base_model": base, "quantized_base": bool(quantization), "how": how, "output_dir": str(output_dir)}

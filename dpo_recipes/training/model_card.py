@@ -1,6 +1,7 @@
 """The model card (README.md) every run writes beside its adapter or model.
 
-Hub-style YAML front matter (base_model, library_name, datasets, tags) so the directory can be pushed as is,
+Hub-style YAML front matter (`dpo_recipes.training.sharing`), merged with the card PEFT writes, so the
+directory can be pushed as is,
 then what a user needs to trust or reject the weights: what was trained on what, every hyperparameter that
 differs from the TRL/transformers defaults (and the full set, folded), the cross-check verdict for the run's
 loss settings, the evaluation figures, intended use and limitations. Secrets never reach the card:
@@ -21,6 +22,7 @@ import yaml
 from dpo_recipes.core.files import atomic_write_text
 from dpo_recipes.core.run_record import RunRecord
 from dpo_recipes.trainer.build import policy_kind
+from dpo_recipes.training import sharing
 
 # Precision and device fields are validated against the hardware on construction (TRL's bf16 default fails on
 # a CPU), so the default instance takes the run's values and these fields are compared with their declared
@@ -124,11 +126,18 @@ def _evaluation(metrics: dict) -> list[str]:
     return lines
 
 
-def render(metrics: dict, script_args, training_args, model_args, crosscheck: dict | None) -> str:
+def render(metrics: dict, script_args, training_args, model_args, crosscheck: dict | None, existing=None) -> str:
+    """The card: Hub metadata, then the body below; ``existing`` (the card PEFT wrote) is merged in."""
     run = RunRecord.from_json(metrics["run"])
+    return sharing.merged_card(
+        existing,
+        front_matter(run, script_args, model_args),
+        body(run, metrics, script_args, training_args, model_args, crosscheck),
+    )
+
+
+def body(run: RunRecord, metrics: dict, script_args, training_args, model_args, crosscheck: dict | None) -> str:
     lines = [
-        *_front_matter(run, script_args, model_args),
-        "",
         f"# {text(Path(training_args.output_dir).name)}: {text(run.model)} trained with DPO",
         "",
         _method(run, model_args),
@@ -169,16 +178,16 @@ def render(metrics: dict, script_args, training_args, model_args, crosscheck: di
     return "\n".join(lines) + "\n"
 
 
-def _front_matter(run: RunRecord, script_args, model_args) -> list[str]:
-    """Hub-style YAML front matter."""
+def front_matter(run: RunRecord, script_args, model_args) -> dict:
+    """The Hub's metadata of the run's card (`dpo_recipes.training.sharing.front_matter`)."""
     mixture = [part["dataset"] for part in script_args.dataset_mixture or []]
-    front = {
-        "base_model": run.model,
-        "library_name": "peft" if run.peft else "transformers",
-        "datasets": mixture if run.dataset == "mixture" else [run.dataset],
-        "tags": ["dpo", "trl", "dpo-recipes", policy_kind(model_args)],
-    }
-    return ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip(), "---"]
+    return sharing.front_matter(
+        run.model,
+        "adapter" if run.peft else "finetune",
+        "peft" if run.peft else "transformers",
+        mixture if run.dataset == "mixture" else [run.dataset],
+        ["dpo", "trl", "dpo-recipes", policy_kind(model_args)],
+    )
 
 
 def _method(run: RunRecord, model_args) -> str:
@@ -254,4 +263,7 @@ def _limitations(run: RunRecord) -> list[str]:
 
 
 def write_model_card(output_dir: str | os.PathLike, *args, **kwargs) -> Path:
-    return atomic_write_text(Path(output_dir) / "README.md", render(*args, **kwargs))
+    """README.md of the run, merged with the card PEFT wrote there when it saved the adapter."""
+    path = Path(output_dir) / "README.md"
+    existing = path.read_text() if path.is_file() else None
+    return atomic_write_text(path, render(*args, **kwargs, existing=existing))

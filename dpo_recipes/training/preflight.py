@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoTokenizer
 from dpo_recipes.core.errors import ConfigError, unavailable
 from dpo_recipes.data import special_tokens
 from dpo_recipes.data.registry import BAD_ROW_POLICIES, FORMATS, RecipeError, get_recipe
+from dpo_recipes.training.chat_templates import apply_chat_template_setting
 from dpo_recipes.worlds import embedded
 from dpo_recipes.worlds.judges import judge_problem
 
@@ -177,6 +178,7 @@ def sharding_problems(training_args, environ=os.environ, accelerator: bool | Non
 def check_run(script_args, training_args, model_args):
     """Model, tokenizer and settings: raise one ConfigError listing every problem found; return the tokenizer."""
     config, tokenizer = load_config_and_tokenizer(model_args, training_args)
+    apply_chat_template_setting(tokenizer, script_args.chat_template)
     problems = settings_problems(script_args, training_args, tokenizer)
     problems += model_problems(script_args, training_args, model_args, config, tokenizer)
     if problems:

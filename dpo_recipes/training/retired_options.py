@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from dpo_recipes.core.errors import ConfigError
+from dpo_recipes.core.errors import ConfigError, yaml_problem
 
 _LENGTHS = "max_length (prompt + completion together, cut by truncation_mode: keep_start or keep_end)"
 _REFERENCE = "nothing: a LoRA run's reference is its base with the adapter disabled (an adapter named 'ref' if any)"
@@ -51,8 +51,8 @@ def _given_keys(argv: list[str]) -> set[str]:
         if path and Path(path).is_file():
             try:
                 config = yaml.safe_load(Path(path).read_text()) or {}
-            except yaml.YAMLError:
-                continue  # the parser reports a broken config in its own words
+            except yaml.YAMLError as error:
+                raise yaml_problem(error, f"--config {path}") from error
             keys |= set(config) if isinstance(config, dict) else set()
     return keys
 

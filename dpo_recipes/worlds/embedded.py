@@ -29,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dpo_recipes.core import schemas
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.core.files import atomic_directory
 from dpo_recipes.worlds import pairs, smollm2, tiny_lm, toy_world
 from dpo_recipes.worlds.tiny_lm import build_tiny_model, train_tokenizer
@@ -50,7 +51,7 @@ def tiny_seed() -> int:
     (``DPO_RECIPES_SEED=1 make test``). Each seed has its own cache entry."""
     value = os.environ.get("DPO_RECIPES_SEED", "0")
     if not value.isdigit():
-        raise ValueError(f"DPO_RECIPES_SEED={value!r}: expected a non-negative integer")
+        raise ConfigError(f"DPO_RECIPES_SEED={value!r}: expected a non-negative integer")
     return int(value)
 
 

@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import torch
 
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.core.generation import Messages
 from dpo_recipes.worlds import toy_world
 
@@ -50,9 +51,10 @@ class RewardModelJudge:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # beside the policy it judges
+        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval().to(device)
         if self.model.config.num_labels != 1:
-            raise ValueError(f"reward model {name_or_path!r} has {self.model.config.num_labels} labels, not 1")
+            raise ConfigError(f"reward model {name_or_path!r} has {self.model.config.num_labels} labels, not 1")
 
     @torch.no_grad()
     def __call__(self, prompt: Messages, response: str) -> float:
@@ -61,7 +63,7 @@ class RewardModelJudge:
             text = self.tokenizer.apply_chat_template(conversation, tokenize=False)
         else:
             text = "".join(f"{m['role']}: {m['content']}\n" for m in conversation)
-        inputs = self.tokenizer(text, return_tensors="pt", truncation=True)
+        inputs = self.tokenizer(text, return_tensors="pt", truncation=True).to(self.model.device)
         return self.model(**inputs).logits[0, 0].item()
 
 
@@ -84,7 +86,7 @@ def get_judge(name: str) -> Judge:
     """``toy-world``, ``vader``, or ``reward-model:PATH_OR_ID`` for a sequence-classification reward model."""
     problem = judge_problem(name)
     if problem:
-        raise KeyError(problem)
+        raise ConfigError(problem)
     if name.startswith("reward-model:"):
         return RewardModelJudge(name.removeprefix("reward-model:"))
     return JUDGES[name]

@@ -196,7 +196,7 @@ def judged_pairs(
     from dpo_recipes.core.generation import generate_ids
 
     if k < 2 or not temperature > 0:
-        raise ValueError(f"k = {k}, temperature {temperature:g}: a pair needs 2 or more sampled answers (T > 0)")
+        raise ConfigError(f"k = {k}, temperature {temperature:g}: a pair needs 2 or more sampled answers (T > 0)")
     conversations: list[Messages] = [[{"role": "user", "content": prompt}] for prompt in prompts]
     draws = [
         generate_ids(

@@ -32,6 +32,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.core.schemas import ultrafeedback_binarized_row
 
 COLORS = ("red", "blue", "green", "yellow", "black", "white", "silver", "golden")
@@ -163,7 +164,7 @@ class ToyWorld:
             "test_sft": self.config.test_demonstrations,
         }
         if name not in sizes:
-            raise KeyError(f"toy world has no split {name!r}; splits: {sorted(sizes)}")
+            raise ConfigError(f"toy world has no split {name!r}; splits: {sorted(sizes)}")
         rng = random.Random(f"{self.config.seed}/{name}")
         subjects = self.test_subjects if name.startswith("test") else self.train_subjects
         rows = []

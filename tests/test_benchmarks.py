@@ -50,3 +50,16 @@ def test_benchmark_suite_quick_run_writes_table_json_and_chart(tmp_path, tiny_sf
     for section in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6."):
         assert section in readme
     assert (tmp_path / "benchmarks.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_the_gpu_smoke_script_runs_its_plumbing_on_the_cpu(tmp_path, tiny_sft_path):
+    """benchmarks/gpu_smoke.py is for CUDA machines; --cpu runs the same train → evaluate path in float32."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import gpu_smoke
+
+    output = tmp_path / "smoke.json"
+    rows = gpu_smoke.main(["--cpu", "--steps", "1", "--output", str(output), "--work_dir", str(tmp_path / "runs")])
+    assert [row["precision"] for row in rows] == ["fp32"] and rows[0]["steps"] == 1
+    assert 0 <= rows[0]["eval_win_rate_greedy"] <= 1 and rows[0]["s_per_step"] > 0
+    assert json.loads(output.read_text())["rows"] == rows

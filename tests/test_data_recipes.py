@@ -1,7 +1,10 @@
 import json
+import unicodedata
 
 import pytest
 from datasets import Dataset, load_dataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dpo_recipes.data import RECIPES, BadRow, RecipeError, get_recipe, load_preference_splits, prepare
 
@@ -87,3 +90,16 @@ def test_local_files_and_the_embedded_world_load_through_the_same_path(tmp_path)
     assert world["test"].rows_read == 40
     assert len(world["test"].dataset) + sum(world["test"].dropped.values()) == 40
     assert len(load_dataset(str(tmp_path), split="test_prefs")) == 4
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"]) | st.sampled_from(" \u200b\u3164\ufeff\u2800\u00ad"))
+)
+def test_visible_is_whether_any_character_shows(value):
+    """The compiled check equals its definition: some character is not whitespace, not a format character
+    (Unicode Cf) and not a blank filler."""
+    from dpo_recipes.data.messages import _INVISIBLE, visible
+
+    shows = any(not ch.isspace() and ch not in _INVISIBLE and unicodedata.category(ch) != "Cf" for ch in value)
+    assert visible(value) == shows

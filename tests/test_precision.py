@@ -11,6 +11,8 @@ from trl import DPOConfig, ModelConfig
 from dpo_recipes.trainer.build import build_dpo_trainer
 from dpo_recipes.worlds import embedded
 
+from .conftest import TINY as TINY_YAML
+
 PAIRS = Dataset.from_list([{"prompt": "The red lamp", "chosen": " is kind.", "rejected": " is bad."}] * 4)
 LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # policy, precision → dtype of the trainable weights. TRL 1.16 casts a quantized model's adapters to bfloat16 (as
@@ -70,3 +72,23 @@ def test_qlora_trains_in_fp16_on_a_gpu(tmp_path, tiny_sft_path):
     after = dict(trainer.model.named_parameters())
     assert trainer.state.global_step == 5
     assert any(not torch.equal(before[n], after[n].detach()) for n in before)
+
+
+def test_the_device_chooses_the_precision_unless_the_run_sets_it(monkeypatch, tmp_path):
+    from dpo_recipes.training import arguments
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("beta: 0.1\n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    chosen = arguments.with_device_precision(["--config", str(plain)])
+    assert chosen[-4:] == ["--bf16", "false", "--fp16", "false"]  # a CPU: float32
+    assert arguments.with_device_precision(["--config", str(plain), "--fp16", "true"])[-2:] == ["--fp16", "true"]
+    assert arguments.with_device_precision(["--config", TINY_YAML]) == ["--config", TINY_YAML]  # the preset says
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for bf16_hardware, expected in (
+        (False, ["--bf16", "false", "--fp16", "true"]),
+        (True, ["--bf16", "true", "--fp16", "false"]),
+    ):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, b=bf16_hardware: b)
+        assert arguments.with_device_precision(["--config", str(plain)])[-4:] == expected  # a T4; an A100

@@ -1,9 +1,15 @@
 """This project's options of a run, beside TRL's ``DPOConfig`` and ``ModelConfig`` in one ``TrlParser``: small
 dataclasses by concern, joined in ``RecipeArguments`` (one object, so every flag and YAML key is as before)."""
 
+import logging
 from dataclasses import dataclass, field
 
+import torch
 from trl import ScriptArguments
+
+from dpo_recipes.training.retired_options import given_keys
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -154,3 +160,23 @@ class ReferenceFileArguments:
     output_file: str = field(
         metadata={"help": "Where to write the reference log-probs (safetensors; the run's key and a checksum inside)."}
     )
+
+
+def device_precision() -> dict[str, bool]:
+    """bf16 on a GPU that computes in it, fp16 on one that does not (T4, V100: emulated bf16 is slow), float32
+    on a CPU."""
+    if not torch.cuda.is_available():
+        return {"bf16": False, "fp16": False}
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return {"bf16": True, "fp16": False}
+    return {"bf16": False, "fp16": True}
+
+
+def with_device_precision(argv: list[str]) -> list[str]:
+    """``argv`` with the device's precision when neither bf16 nor fp16 is given (as a flag or a YAML key): TRL's
+    own default, bf16, is refused on a T4 and autocasts a CPU run."""
+    if given_keys(argv) & {"bf16", "fp16"}:
+        return argv
+    chosen = device_precision()
+    logger.info("Precision chosen for this device: %s", next((k for k, v in chosen.items() if v), "float32"))
+    return [*argv, *(item for key, value in chosen.items() for item in (f"--{key}", str(value).lower()))]

@@ -41,7 +41,7 @@ IGNORED = {
 }
 
 
-def _given_keys(argv: list[str]) -> set[str]:
+def given_keys(argv: list[str]) -> set[str]:
     """Option names on the command line (``--name value`` or ``--name=value``) and in its --config YAML."""
     keys = {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
     for i, arg in enumerate(argv):
@@ -59,7 +59,7 @@ def _given_keys(argv: list[str]) -> set[str]:
 
 def check_removed(argv: list[str]) -> None:
     """A ConfigError naming every removed option given, each with its replacement."""
-    removed = sorted(_given_keys(argv) & REMOVED.keys())
+    removed = sorted(given_keys(argv) & REMOVED.keys())
     if removed:
         raise ConfigError(
             "option(s) removed in TRL 1.16: " + "; ".join(f"{key} → use {REMOVED[key]}" for key in removed)

@@ -28,7 +28,7 @@ from dpo_recipes.evaluation.comparison import compare_across_temperatures, uniqu
 from dpo_recipes.evaluation.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
 from dpo_recipes.trainer.build import build_dpo_trainer, policy_kind
 from dpo_recipes.trainer.reference_logps import read_reference_logps, save_reference_logps, trainer_splits
-from dpo_recipes.training.arguments import RecipeArguments, ReferenceFileArguments
+from dpo_recipes.training.arguments import RecipeArguments, ReferenceFileArguments, with_device_precision
 from dpo_recipes.training.model_card import write_model_card
 from dpo_recipes.training.monitoring import LikelihoodDisplacementMonitor
 from dpo_recipes.training.preflight import check_data, check_run, evaluates_on_train_rows, recipe_options
@@ -264,7 +264,7 @@ def reference_logps_from_command_line(argv: list[str] | None = None, prog: str |
     )
     debug, argv = debugging(sys.argv[1:] if argv is None else argv)
     try:
-        argv = with_preset_configs(argv)
+        argv = with_device_precision(with_preset_configs(argv))
         check_removed(argv)
         script_args, training_args, model_args, output = parser.parse_args_and_config(argv)
         return write_reference_logps(script_args, training_args, model_args, output.output_file)
@@ -281,7 +281,7 @@ def run_from_command_line(argv: list[str] | None = None, prog: str | None = None
     parser = make_parser(prog=prog) if prog else make_parser()
     debug, argv = debugging(sys.argv[1:] if argv is None else argv)
     try:
-        argv = with_preset_configs(argv)
+        argv = with_device_precision(with_preset_configs(argv))
         check_removed(argv)
         return main(*parser.parse_args_and_config(argv))
     except UserError as error:  # the user's to fix: one line (--debug for the traceback); a bug keeps its own

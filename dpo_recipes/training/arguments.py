@@ -175,7 +175,7 @@ def device_precision() -> dict[str, bool]:
 def with_device_precision(argv: list[str]) -> list[str]:
     """``argv`` with the device's precision when neither bf16 nor fp16 is given (as a flag or a YAML key): TRL's
     own default, bf16, is refused on a T4 and autocasts a CPU run."""
-    if given_keys(argv) & {"bf16", "fp16"}:
+    if given_keys(argv) & {"bf16", "fp16", "help"} or "-h" in argv:
         return argv
     chosen = device_precision()
     logger.info("Precision chosen for this device: %s", next((k for k, v in chosen.items() if v), "float32"))

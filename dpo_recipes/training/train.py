@@ -221,9 +221,11 @@ def write_outputs(
 
 
 DESCRIPTION = """Train a DPO policy with TRL from a raw preference dataset (see `dpo-recipes data list`).
---config PATH loads a recipe YAML (e.g. recipes/zephyr_style/tiny.yaml); every YAML key is also a flag below,
-and flags given here override the YAML. The options are this project's (dataset recipe, judge, cross-check),
-then TRL's DPOConfig (training and loss) and ModelConfig (model, LoRA, 4-bit)."""
+--config loads a recipe YAML: a path, or a shipped preset's name (tiny, smollm2, qlora, qlora_colab, full; see
+`dpo-recipes presets`); every YAML key is also a flag below, and flags given here override the YAML. Without
+bf16/fp16 the device chooses (bf16, fp16 on a GPU without bf16, float32 on a CPU); --debug shows the traceback of
+an error. The options are this project's (dataset recipe, judge, cross-check), then TRL's DPOConfig (training and
+loss) and ModelConfig (model, LoRA, 4-bit)."""
 
 
 def make_parser(**kwargs) -> TrlParser:

@@ -42,6 +42,14 @@ def test_notebook_fine_tunes_end_to_end_on_the_tiny_preset(tmp_path, tiny_sft_pa
     assert errors == []
     text = "".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", []))
     assert "preset: tiny" in text and "held-out implicit-reward accuracy" in text and "win rate" in text
+    assert "trained 6 steps in" in text and "on the CPU (measured in this session)" in text
+    markdown = [
+        out["data"]["text/markdown"]
+        for c in notebook.cells
+        for out in c.get("outputs", [])
+        if "data" in out and "text/markdown" in out["data"]
+    ]
+    assert any(m.startswith("| prompt | reference | DPO policy |") and m.count("\n") == 3 for m in markdown)
     images = [out for cell in notebook.cells for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
     assert len(images) == 2  # the training curves and the win rate across temperatures, inline
     for name in ("adapter_model.safetensors", "README.md", "evaluation.json", "win_rate_vs_temperature.png"):

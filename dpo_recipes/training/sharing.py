@@ -67,17 +67,14 @@ def split_card(text: str) -> tuple[dict, str]:
 
 def merged_card(existing: str | None, front: dict, body: str) -> str:
     """Our card merged with one already in the folder (PEFT's or TRL's): their metadata keys kept where ours say
-    nothing, tags united, and their text kept below ours, folded."""
+    nothing, tags united, and of their text the framework versions (the rest is PEFT's template of
+    "[More Information Needed]" placeholders, which our body fills)."""
     theirs, their_body = split_card(existing or "")
     theirs.pop("base_model", None)  # PEFT names the path it loaded, for an embedded model this machine's cache
     their_tags = [tag for tag in theirs.get("tags") or [] if not str(tag).startswith("base_model:")]
     merged = {**theirs, **front, "tags": list(dict.fromkeys([*front.get("tags", []), *their_tags]))}
-    kept = ""
-    if their_body.strip():
-        kept = (
-            "\n<details><summary>The card PEFT/TRL wrote for this folder</summary>\n\n"
-            f"{their_body.strip()}\n\n</details>\n"
-        )
+    _, found, versions = their_body.partition("### Framework versions")
+    kept = f"\n### Framework versions\n\n{versions.strip()}\n" if found and versions.strip() else ""
     return "---\n" + yaml.safe_dump(merged, sort_keys=False, allow_unicode=True) + "---\n\n" + body + kept
 
 

@@ -170,3 +170,10 @@ def test_a_changed_recipe_is_not_served_rows_its_old_code_cached(monkeypatch):
     after = _load("trl").dataset
     assert "id" not in before.column_names and after["id"] == ["new", "new"]
     assert before.cache_files and after.cache_files[0]["filename"] != before.cache_files[0]["filename"]
+
+
+def test_a_message_prompt_with_text_completions_is_refused_not_dropped():
+    """TRL's maybe_extract_prompt would ignore such a prompt and cut the two answers against each other."""
+    row = {"prompt": [{"role": "user", "content": "Name a colour."}], "chosen": "Blue.", "rejected": "Red."}
+    with pytest.raises(BadRow, match="a message-list prompt with text completions"):
+        trl(row)

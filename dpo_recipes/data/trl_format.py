@@ -92,6 +92,10 @@ def trl(row: dict, fmt: str = "conversational", keep_columns: str | None = None)
     conversational = isinstance(chosen, list)
     if isinstance(rejected, list) != conversational:
         raise BadRow("rejected", "chosen and rejected must both be message lists or both be text")
+    if isinstance(prompt, list) and not conversational:  # TRL would drop such a prompt and split the texts
+        raise BadRow(
+            "prompt", "a message-list prompt with text completions: give chosen/rejected as assistant messages"
+        )
     explicit = prompt is not None and isinstance(prompt, list) == conversational  # as TRL's maybe_extract_prompt
     if conversational and explicit:
         turns, answers = check_messages(prompt, "prompt"), (_one_assistant_turn(chosen, "chosen"),)

@@ -191,6 +191,7 @@ def evaluate(args) -> None:
     results = evaluate_run(
         args.run_dir,
         judge=args.judge,
+        second_judge=args.second_judge,
         temperatures=temperatures,
         n_prompts=args.n_prompts,
         max_new_tokens=args.max_new_tokens,
@@ -463,6 +464,11 @@ def _add_evaluate_command(commands) -> None:
     )
     run.add_argument("run_dir", help="a run's output directory (adapter + metrics.json, or a full model)")
     run.add_argument("--judge", help="toy-world, vader, or reward-model:PATH_OR_ID (default: the run's judge)")
+    run.add_argument(
+        "--second-judge",
+        help="a judge that did not make the pairs, for the quality section (default: textblob for vader, vader "
+        "for textblob, none otherwise; '' for none)",
+    )
     run.add_argument("--temperatures", default="0,0.25,0.5,0.75,1.0", help="comma-separated sampling temperatures")
     run.add_argument("--n-prompts", type=int, default=100, help="held-out prompts answered by both models")
     run.add_argument("--max-new-tokens", type=int, default=48, help="length limit of each answer")

@@ -31,7 +31,7 @@ def test_toy_world_judge_reads_the_last_user_turn():
     ]
     assert toy_world_judge(prompt, "The red fox is superb.") == 3.0
     assert get_judge("toy-world") is toy_world_judge
-    with pytest.raises(ConfigError, match="available judges: toy-world"):
+    with pytest.raises(ConfigError, match="available judges: textblob, toy-world, vader"):
         get_judge("gpt-judge")
 
 

@@ -81,7 +81,7 @@ def test_reward_model_judge_and_unavailable_judges(tmp_path, tiny_sft_path, tiny
     assert judge(prompt, "The red fox is superb.") == score and judge(prompt, "Awful.") != score
     with pytest.raises(ConfigError, match="TRL 1.16 ships no pairwise judges"):
         get_judge("pairwise:pairrm")
-    with pytest.raises(ConfigError, match="available judges: toy-world"):
+    with pytest.raises(ConfigError, match="available judges: textblob, toy-world, vader"):
         get_judge("gpt-4")
 
 

@@ -10,6 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """Where built artifacts and cached answers live: ``$DPO_RECIPES_CACHE``, default ``~/.cache/dpo_recipes``."""
+    return Path(os.environ.get("DPO_RECIPES_CACHE", Path.home() / ".cache" / "dpo_recipes"))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -7,15 +7,19 @@ the reference is estimated from the policy's own samples.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import asdict, dataclass
 
 import torch
 
-from dpo_recipes.core.generation import completion_logps, generate, generate_ids
+from dpo_recipes.core.generation import answer_cache, completion_logps, decode, generate_ids
 from dpo_recipes.core.scoring import as_reference
+from dpo_recipes.evaluation import quality
 from dpo_recipes.worlds.judges import Judge, Messages
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,6 +102,7 @@ class Comparison:
     policy_rewards: list[float]
     reference_rewards: list[float]
     policy_ids: list[list[int]] | None = None  # the policy's completion tokens (a KL estimate reads them)
+    reference_ids: list[list[int]] | None = None
 
     @property
     def win_rate(self) -> WinRate:
@@ -117,6 +122,22 @@ class Comparison:
         }
 
 
+def reference_answers(model, tokenizer, prompts, ref_model=None, max_new_tokens=48, temperature=0.0, seed=0):
+    """The reference's answers (token ids), through the answer cache: they depend only on the reference's
+    weights, the prompts and the sampling settings (greedy: not even on the seed), not on the policy or β."""
+    with as_reference(model, ref_model) as reference_model:
+        return answer_cache().generate_ids(
+            reference_model,
+            tokenizer,
+            prompts,
+            max_new_tokens,
+            temperature,
+            seed,
+            adapter_disabled=ref_model is None,
+            desc="Reference answers",
+        )
+
+
 def compare_with_reference(
     model,
     tokenizer,
@@ -127,13 +148,11 @@ def compare_with_reference(
     temperature: float = 0.0,
     seed: int = 0,
 ) -> Comparison:
-    """Policy and reference answer the same prompts (greedy at temperature 0, else sampled); the judge scores."""
+    """Policy and reference answer the same prompts (greedy at temperature 0, else sampled); the judge scores.
+    The reference's answers come from the answer cache (`reference_answers`) when an earlier run made them."""
     policy_ids = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, seed, desc="Policy answers")
-    policy = [text.strip() for text in tokenizer.batch_decode(policy_ids, skip_special_tokens=True)]
-    with as_reference(model, ref_model) as reference_model:
-        reference = generate(
-            reference_model, tokenizer, prompts, max_new_tokens, temperature, seed, desc="Reference answers"
-        )
+    reference_ids = reference_answers(model, tokenizer, prompts, ref_model, max_new_tokens, temperature, seed)
+    policy, reference = decode(tokenizer, policy_ids), decode(tokenizer, reference_ids)
     return Comparison(
         prompts=prompts,
         policy=policy,
@@ -141,7 +160,33 @@ def compare_with_reference(
         policy_rewards=[judge(p, text) for p, text in zip(prompts, policy, strict=True)],
         reference_rewards=[judge(p, text) for p, text in zip(prompts, reference, strict=True)],
         policy_ids=policy_ids,
+        reference_ids=reference_ids,
     )
+
+
+def quality_of(comparison: Comparison, model, tokenizer, ref_model=None, second_judge=None) -> dict:
+    """The quality section of one comparison (`dpo_recipes.evaluation.quality`): on-task, fluency, repetition,
+    the length-controlled win rate and the second judge's win rate (``second_judge``: (name, judge) or None), and
+    the reasons to suspect judge gaming (none: an empty list)."""
+    c = comparison
+    result = {
+        "on_task": quality.on_task(c.prompts, c.policy, c.reference),
+        "fluency": quality.fluency(model, tokenizer, c.prompts, c.policy_ids, c.reference_ids, ref_model),
+        "repetition": {"policy": quality.repetition(c.policy), "reference": quality.repetition(c.reference)},
+        "length_controlled_win_rate": quality.length_controlled_win_rate(
+            c.policy_rewards, c.reference_rewards, c.policy, c.reference
+        ),
+        "second_judge": {"skipped": "no second judge (set --second_judge)"},
+    }
+    if second_judge:
+        name, judge = second_judge
+        second = win_rate(
+            [judge(p, text) for p, text in zip(c.prompts, c.policy, strict=True)],
+            [judge(p, text) for p, text in zip(c.prompts, c.reference, strict=True)],
+        )
+        result["second_judge"] = {"judge": name, **second.as_dict()}
+    result["gaming_reasons"] = quality.gaming_reasons(c.win_rate.as_dict(), result)
+    return result
 
 
 def compare_across_temperatures(
@@ -153,11 +198,13 @@ def compare_across_temperatures(
     temperatures=(0.0,),
     max_new_tokens: int = 48,
     seed: int = 0,
+    second_judge: tuple[str, Judge] | None = None,
 ) -> tuple[dict, dict[float, Comparison]]:
-    """Win rate, judged rewards and answer style at each temperature, and KL(π‖π_ref) from the policy's samples
-    at temperature 1 (those of the comparison at T = 1 when there is one, else drawn for it).
+    """Win rate, judged rewards, answer style and quality (`quality_of`) at each temperature, and KL(π‖π_ref) from
+    the policy's samples at temperature 1 (those of the comparison at T = 1 when there is one, else drawn for it).
 
-    Returns (results: {"temperatures": [summary per temperature], "kl": {...}}, {temperature: Comparison}).
+    Returns (results: {"temperatures": [summary per temperature], "kl": {...}, "quality": {...}},
+    {temperature: Comparison}); ``quality`` has one entry per temperature and the gaming verdict.
     """
     comparisons = {
         t: compare_with_reference(model, tokenizer, prompts, judge, ref_model, max_new_tokens, t, seed)
@@ -166,9 +213,17 @@ def compare_across_temperatures(
     samples = comparisons[1.0].policy_ids if 1.0 in comparisons else None
     if samples is None:
         samples = generate_ids(model, tokenizer, prompts, max_new_tokens, 1.0, seed + 1, desc="KL samples")
+    per_temperature = [
+        {"temperature": t, **quality_of(comparison, model, tokenizer, ref_model, second_judge)}
+        for t, comparison in comparisons.items()
+    ]
+    reasons = [f"T = {q['temperature']:g}: {reason}" for q in per_temperature for reason in q["gaming_reasons"]]
+    if reasons:
+        logger.warning("Judge gaming suspected: %s", "; ".join(reasons))
     results = {
         "temperatures": [{"temperature": t, **comparison.summary()} for t, comparison in comparisons.items()],
         "kl": kl_to_reference(model, tokenizer, prompts, samples, ref_model).as_dict(),
+        "quality": {"gaming_suspected": bool(reasons), "reasons": reasons, "temperatures": per_temperature},
     }
     return results, comparisons
 

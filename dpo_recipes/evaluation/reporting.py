@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dpo_recipes.core.files import atomic_path, atomic_write_text
 from dpo_recipes.evaluation.comparison import Comparison
+from dpo_recipes.evaluation.quality import fmt_interval as interval
 
 CURVES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
@@ -85,6 +86,55 @@ def temperature_table(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def quality_table(quality: dict) -> str:
+    """The quality section as markdown: one row per temperature, policy / reference where both are measured,
+    then the verdict on judge gaming."""
+    lines = [
+        "| temperature | on-task | reference NLL (nats/token) | policy's own NLL | distinct-2 | repeated 3-gram "
+        "| length-controlled win rate | second judge |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for q in quality["temperatures"]:
+        task, nll, rep = q["on_task"], q["fluency"], q["repetition"]
+        lc, second = q["length_controlled_win_rate"], q["second_judge"]
+        on_task = f"{task['policy']:.2f} / {task['reference']:.2f}" if "n" in task else "not checked"
+        second_text = (
+            f"{second['win_rate']:.2f} {interval(second['ci95'])} ({second['judge']})" if "judge" in second else "none"
+        )
+        lines.append(
+            f"| {q['temperature']:g} "
+            f"| {on_task} "
+            f"| {nll['reference_nll_of_policy_answers']['mean']:.2f} / "
+            f"{nll['reference_nll_of_reference_answers']['mean']:.2f} "
+            f"| {nll['policy_nll_of_policy_answers']['mean']:.2f} "
+            f"| {rep['policy']['distinct_2']:.2f} / {rep['reference']['distinct_2']:.2f} "
+            f"| {rep['policy']['share_repeated_3gram']:.2f} / {rep['reference']['share_repeated_3gram']:.2f} "
+            f"| {lc['win_rate']:.2f} {interval(lc['ci95'])} | {second_text} |"
+        )
+    verdict = (
+        "**Judge gaming suspected**: " + "; ".join(quality["reasons"]) + "."
+        if quality["gaming_suspected"]
+        else "No sign of judge gaming: where the win rate rises, no other measure falls beyond its 95% interval."
+    )
+    return "\n".join(lines) + "\n\n" + verdict
+
+
+def quality_lines(quality: dict | None) -> list[str]:
+    """The report's quality section (policy / reference in each cell)."""
+    if not quality:
+        return []
+    return [
+        "### Quality: is the judge being gamed?",
+        "",
+        "Policy / reference in each cell. On-task: the answer names the thing it was asked about and is not "
+        "about the assistant. Reference NLL: how likely the reference (SFT) model finds the answers. The "
+        "length-controlled win rate is read at equal length; the second judge did not make the pairs.",
+        "",
+        quality_table(quality),
+        "",
+    ]
+
+
 def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else str(value)
 
@@ -148,6 +198,7 @@ def write_report(path: str | os.PathLike, metrics: dict, comparisons: dict[float
             f"KL(policy ‖ reference), sequence level, from the policy's {win['n']} samples at temperature 1: "
             f"**{win['kl']['mean']:.2f} ± {win['kl']['stderr']:.2f}** nats (mean ± standard error).",
             "",
+            *quality_lines(win.get("quality")),
             f"### Side by side (temperature {first:g})",
             "",
             side_by_side(comparisons[first]),
@@ -165,6 +216,8 @@ def summary_paragraph(metrics: dict, output_dir: str) -> str:
         if "win_rate" in win
         else f"was not compared with the reference ({win['skipped']})"
     )
+    if win.get("quality", {}).get("gaming_suspected"):
+        win_text += " — JUDGE GAMING SUSPECTED (see report.md)"
     return (
         f"DPO trained {metrics['run']['model']} on {metrics['run']['dataset']} for {metrics['train']['global_step']} "
         f"steps in {metrics['wall_time_s']['train']:.0f} s. On held-out pairs its implicit reward ranks the chosen "

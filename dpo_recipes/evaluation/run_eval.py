@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.core.files import atomic_write_text
-from dpo_recipes.core.generation import generate, generate_ids
+from dpo_recipes.core.generation import decode, generate_ids
 from dpo_recipes.core.run_record import RunRecord
 from dpo_recipes.core.scoring import as_reference, sequence_logps, trl_token_ids
 from dpo_recipes.data import get_recipe, load_preference_splits
@@ -23,9 +23,9 @@ from dpo_recipes.evaluation.comparison import (
     mean_and_stderr,
     unique_prompts,
 )
-from dpo_recipes.evaluation.reporting import pyplot, save_figure, side_by_side, temperature_table
+from dpo_recipes.evaluation.reporting import pyplot, quality_lines, save_figure, side_by_side, temperature_table
 from dpo_recipes.worlds import embedded
-from dpo_recipes.worlds.judges import get_judge
+from dpo_recipes.worlds.judges import get_judge, second_judge_name
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
 MAX_PAIRS = 512  # held-out raw rows scored for the implicit reward unless asked otherwise (`--max-pairs`)
@@ -105,6 +105,7 @@ def evaluate_run(
     run_dir: str | Path,
     *,
     judge: str | None = None,
+    second_judge: str | None = None,
     temperatures=TEMPERATURES,
     n_prompts: int = 100,
     max_new_tokens: int = 48,
@@ -125,9 +126,17 @@ def evaluate_run(
     test = load_preference_splits(dataset, recipe, {"test": split}, max_rows={"test": max_pairs})["test"].dataset
     prompts = unique_prompts(test, n_prompts)
     judge = judge or (info and info.judge) or "toy-world"
-    score = get_judge(judge)
+    score, second = get_judge(judge), second_judge_name(judge, second_judge)
     measured, comparisons = compare_across_temperatures(
-        model, tokenizer, prompts, score, ref_model, temperatures, max_new_tokens, seed
+        model,
+        tokenizer,
+        prompts,
+        score,
+        ref_model,
+        temperatures,
+        max_new_tokens,
+        seed,
+        (second, get_judge(second)) if second else None,
     )
     results = {"run_dir": str(run_dir), "judge": judge, "dataset": dataset, "split": split, **measured}
     beta = info.beta if info else 0.1
@@ -144,7 +153,7 @@ def frontier_point(model, tokenizer, prompts, judge, ref_model=None, max_new_tok
     """One point of the reward–KL frontier (the DPO paper's IMDb figure): the judged reward of the policy's
     own samples at temperature 1, and its KL to the reference on the same samples, each with its stderr."""
     samples = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature=1.0, seed=seed, desc="Samples")
-    texts = [text.strip() for text in tokenizer.batch_decode(samples, skip_special_tokens=True)]
+    texts = decode(tokenizer, samples)
     rewards = mean_and_stderr(torch.tensor([judge(p, t) for p, t in zip(prompts, texts, strict=True)]))
     kl = kl_to_reference(model, tokenizer, prompts, samples, ref_model)
     return {"reward": rewards.mean, "reward_stderr": rewards.stderr, "kl": kl.mean, "kl_stderr": kl.stderr}
@@ -153,18 +162,11 @@ def frontier_point(model, tokenizer, prompts, judge, ref_model=None, max_new_tok
 def best_of_n_point(model, tokenizer, prompts, judge, n: int, max_new_tokens: int = 48, seed: int = 0) -> dict:
     """Best-of-n sampling from ``model`` (a non-DPO comparison): the mean judged reward of the best of n
     samples per prompt; its KL to ``model`` is log n − (n − 1)/n (Stiennon et al. 2020, Appendix)."""
-    best = [-math.inf] * len(prompts)
-    for draw in range(n):
-        texts = generate(
-            model,
-            tokenizer,
-            prompts,
-            max_new_tokens,
-            temperature=1.0,
-            seed=seed + draw,
-            desc=f"Best-of-{n} draw {draw + 1}",
-        )
-        best = [max(b, judge(p, t)) for b, p, t in zip(best, prompts, texts, strict=True)]
+    samples = decode(
+        tokenizer,
+        generate_ids(model, tokenizer, prompts, max_new_tokens, 1.0, seed, samples_per_prompt=n, desc=f"Best-of-{n}"),
+    )
+    best = [max(judge(p, t) for t in samples[i * n : (i + 1) * n]) for i, p in enumerate(prompts)]
     rewards = mean_and_stderr(torch.tensor(best))
     return {
         "n": n,
@@ -230,6 +232,8 @@ def _write_report_section(path: Path, results: dict, comparison) -> None:
         f"[{results['split']}]; ties count ½; 95% Wilson intervals.",
         "",
         temperature_table(results["temperatures"]),
+        "",
+        *quality_lines(results.get("quality")),
     ]
     lines += [
         "",

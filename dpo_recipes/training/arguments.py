@@ -85,6 +85,14 @@ class EvaluationArguments:
         default=None,
         metadata={"help": "Judge scoring policy vs reference answers for the win rate ('toy-world'); unset: skip."},
     )
+    second_judge: str | None = field(
+        default=None,
+        metadata={
+            "help": "A judge that did not make the pairs, for the quality section's second win rate (gaming "
+            "shows as disagreement). Unset: textblob for a vader judge, vader for textblob, none otherwise; '' "
+            "for none."
+        },
+    )
     win_rate_prompts: int = field(default=100, metadata={"help": "Held-out prompts answered by both models."})
     eval_pairs: int | None = field(
         default=None,

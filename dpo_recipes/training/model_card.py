@@ -73,14 +73,36 @@ def _value(value) -> str:
     return json.dumps(value, default=str, ensure_ascii=False) if not isinstance(value, str) else value
 
 
-def crosscheck_section(crosscheck: dict | None) -> list[str]:
+def guard_lines(guard: dict | None) -> list[str]:
+    """The reference guard's evidence: the run's own model, batch and device."""
+    if not guard:
+        return []
+    if "skipped" in guard:
+        return [f"Reference guard: not run ({guard['skipped']}).", ""]
+    return [
+        f"**This run's own check (reference guard)**: before the first optimizer step, on {guard['sequences']} "
+        f"sequences of the run's first training batch, on the trained model itself, the policy's log-probs equalled "
+        f"the reference's ({guard['form']}): |log π − log π_ref| ≤ {guard['max_abs_logp_difference']:.2g} nats, "
+        f"within the rounding bound ({guard['bound_at_worst']:.2g} at the closest sequence); implicit rewards "
+        f"started at 0 (|r| ≤ {guard['max_implicit_reward']:.2g}).",
+        "",
+    ]
+
+
+def crosscheck_section(crosscheck: dict | None, guard: dict | None = None) -> list[str]:
     if crosscheck is None or "results" not in crosscheck:
         reason = (crosscheck or {}).get("skipped", "not run")
-        return [f"Not verified in this run ({reason}). Verify with `dpo-recipes crosscheck --config <your YAML>`."]
+        return [
+            *guard_lines(guard),
+            f"Cross-check of TRL's numbers: not run ({reason}). Verify with "
+            "`dpo-recipes crosscheck --config <your YAML>`.",
+        ]
     lines = [
-        "TRL's loss, log-probs, rewards, metrics and gradients for this run's loss settings were recomputed "
-        "from the papers' equations by `dpo_recipes.crosscheck`, independently of TRL, on a fixed batch "
-        f"({crosscheck['where']}):",
+        *guard_lines(guard),
+        "**TRL's computation for this run's loss settings** (loss, log-probs, rewards, metrics, gradients) was "
+        "recomputed from the papers' equations by `dpo_recipes.crosscheck`, independently of TRL — on a stand-in, "
+        f"not on this run's model: {crosscheck['where']}. It checks TRL's code for these settings; the guard above "
+        "checks this run's reference.",
         "",
     ]
     for result in crosscheck["results"]:
@@ -154,7 +176,7 @@ def body(run: RunRecord, metrics: dict, script_args, training_args, model_args, 
         "",
         "## Cross-check verdict",
         "",
-        *crosscheck_section(crosscheck),
+        *crosscheck_section(crosscheck, metrics.get("reference_guard")),
         "",
         "## Evaluation",
         "",

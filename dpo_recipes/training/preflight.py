@@ -19,7 +19,7 @@ from dpo_recipes.data import special_tokens
 from dpo_recipes.data.registry import BAD_ROW_POLICIES, FORMATS, RecipeError, get_recipe
 from dpo_recipes.training.chat_templates import apply_chat_template_setting
 from dpo_recipes.worlds import embedded
-from dpo_recipes.worlds.judges import judge_problem
+from dpo_recipes.worlds.judges import judge_problem, second_judge_name
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,11 @@ def model_problems(script_args, training_args, model_args, config, tokenizer) ->
         problems.append(f"max_length {training_args.max_length} exceeds the model's context of {context} tokens")
     if script_args.judge and judge_problem(script_args.judge):
         problems.append(judge_problem(script_args.judge))
+    elif script_args.judge:
+        try:
+            second_judge_name(script_args.judge, script_args.second_judge)
+        except ConfigError as error:
+            problems.append(str(error))
     return problems
 
 

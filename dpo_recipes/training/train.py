@@ -7,6 +7,7 @@ model), TRL's logs (trainer_state.json), metrics.json, training_curves.png, repo
 (README.md).
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -27,6 +28,7 @@ from dpo_recipes.data.mixing import mix
 from dpo_recipes.evaluation.comparison import compare_across_temperatures, unique_prompts
 from dpo_recipes.evaluation.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
 from dpo_recipes.trainer.build import build_dpo_trainer, policy_kind
+from dpo_recipes.trainer.reference_guard import check_reference
 from dpo_recipes.trainer.reference_logps import read_reference_logps, save_reference_logps, trainer_splits
 from dpo_recipes.training.arguments import RecipeArguments, ReferenceFileArguments, with_device_precision
 from dpo_recipes.training.model_card import write_model_card
@@ -36,7 +38,7 @@ from dpo_recipes.training.presets import with_preset_configs
 from dpo_recipes.training.retired_options import check_removed, ignored_warnings
 from dpo_recipes.training.run_directory import checkpoint_to_resume, output_dir_lock, save_final_model
 from dpo_recipes.training.sharing import make_adapter_config_portable, push_folder
-from dpo_recipes.worlds.judges import get_judge
+from dpo_recipes.worlds.judges import get_judge, second_judge_name
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,14 @@ def name_tensorboard_dir(trainer, training_args: DPOConfig) -> None:
             callback.logging_dir = os.path.join(training_args.output_dir, "runs", training_args.run_name)
 
 
+@contextlib.contextmanager
+def timed(phases: dict, name: str):
+    """Record the wall time of the block as ``phases[name]`` (seconds): metrics.json's ``wall_time_s``."""
+    started = time.time()
+    yield
+    phases[name] = time.time() - started
+
+
 def weights_fingerprint(model) -> list[float]:
     """A float64 sum of squares per trainable tensor: cheap to keep (one number each, even for a full
     fine-tune), and it moves with any optimizer step that changes a weight."""
@@ -104,20 +114,33 @@ def main(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mod
 
 def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: ModelConfig, tokenizer=None) -> dict:
     """Data → trainer → training → outputs (``main`` checks the settings and locks the output directory)."""
-    started = time.time()
+    started, phases = time.time(), {}
     threads = configure_threads(script_args.torch_threads)
     resume = checkpoint_to_resume(training_args.resume_from_checkpoint, training_args.output_dir)
-    splits = load_splits(script_args, training_args.seed)
-    check_data(splits, tokenizer, script_args.on_bad_row, script_args.escape_special_tokens)
-    trainer = build_trainer(script_args, training_args, model_args, splits, tokenizer)
+    with timed(phases, "data"):  # the recipe, and on first use the embedded pairs (sampling and judging)
+        splits = load_splits(script_args, training_args.seed)
+        check_data(splits, tokenizer, script_args.on_bad_row, script_args.escape_special_tokens)
+    with timed(phases, "trainer"):  # the model, the tokenized data and the reference log-probs
+        trainer = build_trainer(script_args, training_args, model_args, splits, tokenizer)
     monitor = LikelihoodDisplacementMonitor(training_args.beta)
     trainer.add_callback(monitor)
+    guard = {"skipped": "resumed from a checkpoint: the policy has already moved"}
+    if resume is None:
+        with timed(phases, "reference_guard"):
+            guard = check_reference(trainer, reference_file=script_args.reference_logps)
+        logger.info(
+            "Reference guard passed (%s): on %d sequences of the first batch |log π − log π_ref| ≤ %.2g nats",
+            guard["form"],
+            guard["sequences"],
+            guard["max_abs_logp_difference"],
+        )
 
     logger.info("Held-out evaluation before training (policy = reference)")
-    eval_before = trl_internals.evaluate_before_training(trainer)
-    train_started, fingerprint = time.time(), weights_fingerprint(trainer.model)
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.time() - train_started
+    with timed(phases, "eval_before"):
+        eval_before = trl_internals.evaluate_before_training(trainer)
+    fingerprint = weights_fingerprint(trainer.model)
+    with timed(phases, "train"):
+        train_result = trainer.train(resume_from_checkpoint=resume)
     weights_changed = weights_fingerprint(trainer.model) != fingerprint
     if not weights_changed:
         logger.error(
@@ -128,12 +151,14 @@ def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mode
         )
     save_final_model(trainer, training_args.output_dir)
     logger.info("Held-out evaluation after training")
-    eval_after = trainer.evaluate()
+    with timed(phases, "eval_after"):
+        eval_after = trainer.evaluate()
     finish_collectives(trainer.accelerator)  # the last collective is behind us; the rest is the main process's
     if not trainer.accelerator.is_main_process:
         return {}
 
-    win_rate, comparisons = measure_win_rate(script_args, training_args.seed, trainer, splits["test"].dataset)
+    with timed(phases, "win_rate"):  # generation and judging, policy and reference
+        win_rate, comparisons = measure_win_rate(script_args, training_args.seed, trainer, splits["test"].dataset)
     metrics = {
         "run": RunRecord.from_args(script_args, training_args, model_args).to_json(),
         "data": {role: split.describe(role) for role, split in splits.items()},
@@ -143,10 +168,15 @@ def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mode
         "train": {"global_step": trainer.state.global_step, "weights_changed": weights_changed, **train_result.metrics},
         "win_rate": win_rate,
         "likelihood_displacement": monitor.summary(),
+        "reference_guard": guard,
         "torch_threads": threads,
-        "wall_time_s": {"train": train_seconds, "total": time.time() - started},
+        "wall_time_s": phases,
     }
+    phases["total"] = time.time() - started  # up to here; the outputs (cross-check, card) follow
+    outputs_started = time.time()
     write_outputs(metrics, comparisons, trainer.state.log_history, monitor, script_args, training_args, model_args)
+    spent = ", ".join(f"{name} {seconds:.0f}" for name, seconds in phases.items())
+    logger.info("Wall time (s): %s; outputs, cross-check and card %.0f", spent, time.time() - outputs_started)
     return metrics
 
 
@@ -180,6 +210,7 @@ def measure_win_rate(script_args: RecipeArguments, seed: int, trainer, test) -> 
     held-out prompts; skipped without a judge."""
     if not script_args.judge:
         return {"skipped": "no judge configured (set --judge)"}, {}
+    second = second_judge_name(script_args.judge, script_args.second_judge)
     measured, comparisons = compare_across_temperatures(
         trainer.accelerator.unwrap_model(trainer.model),
         trainer.processing_class,
@@ -189,6 +220,7 @@ def measure_win_rate(script_args: RecipeArguments, seed: int, trainer, test) -> 
         temperatures=sorted(set(script_args.win_rate_temperatures)),
         max_new_tokens=script_args.max_new_tokens,
         seed=seed,
+        second_judge=(second, get_judge(second)) if second else None,
     )
     return {"judge": script_args.judge, **measured["temperatures"][0], **measured}, comparisons
 

@@ -28,9 +28,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from dpo_recipes.core import schemas
+from dpo_recipes.core import generation, schemas
 from dpo_recipes.core.errors import ConfigError
-from dpo_recipes.core.files import atomic_directory
+from dpo_recipes.core.files import atomic_directory, cache_dir
 from dpo_recipes.worlds import pairs, smollm2, tiny_lm, toy_world
 from dpo_recipes.worlds.tiny_lm import build_tiny_model, train_tokenizer
 from dpo_recipes.worlds.toy_world import ToyWorld, WorldConfig
@@ -58,10 +58,6 @@ def tiny_seed() -> int:
 BASE_SETTINGS = dict(seed=tiny_seed(), vocab_size=512)
 # The dSFT stage of the tiny preset (Zephyr: SFT before DPO; DPO without it is much worse).
 SFT_SETTINGS = dict(num_train_epochs=3, learning_rate=3e-3, per_device_train_batch_size=32, seed=tiny_seed())
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DPO_RECIPES_CACHE", Path.home() / ".cache" / "dpo_recipes"))
 
 
 def is_embedded(name: str | None) -> bool:
@@ -151,6 +147,6 @@ _BUILDERS: dict[str, tuple[dict, Callable[[Path], None], tuple]] = {
     REVIEW_PAIRS: (
         {"pairs": asdict(REVIEW_PAIR_SETTINGS), "model": smollm2.SETTINGS},
         build_review_pairs,
-        (pairs, schemas),
+        (pairs, schemas, generation),
     ),
 }

@@ -4,6 +4,9 @@
     vader                  VADER's sentiment of the response (Hutto & Gilbert 2014, the `vaderSentiment`
                            package: a rule-based lexicon nobody here wrote). The offline analogue of the
                            sentiment classifier that is the ground truth of the DPO paper's IMDb experiment.
+    textblob               TextBlob's polarity of the response (the Pattern lexicon of De Smedt & Daelemans 2012,
+                           shipped in the `textblob` wheel): the mean polarity of the sentiment words, a
+                           different lexicon and method from VADER's, so the main job's second judge
     reward-model:PATH_OR_ID  any one-label sequence-classification reward model
 
 Each is a callable ``(prompt messages, response text) -> float``, used alike by the win rate, the β sweep and
@@ -43,6 +46,19 @@ def vader_judge(prompt: Messages, response: str) -> float:
     return float(_vader().polarity_scores(response)["compound"])
 
 
+@lru_cache(maxsize=1)
+def _pattern():
+    from textblob.en.sentiments import PatternAnalyzer
+
+    return PatternAnalyzer()
+
+
+def textblob_judge(prompt: Messages, response: str) -> float:
+    """TextBlob's Pattern polarity of the response, in [−1, 1] (the prompt is not read). It averages over the
+    sentiment words instead of summing them, so a longer answer is not by itself a more positive one."""
+    return float(_pattern().analyze(response).polarity)
+
+
 class RewardModelJudge:
     """A reward model (``AutoModelForSequenceClassification`` with one label) scores prompt + response; the
     conversation is rendered with the reward model's own chat template when it has one."""
@@ -67,7 +83,8 @@ class RewardModelJudge:
         return self.model(**inputs).logits[0, 0].item()
 
 
-JUDGES: dict[str, Judge] = {"toy-world": toy_world_judge, "vader": vader_judge}
+JUDGES: dict[str, Judge] = {"toy-world": toy_world_judge, "vader": vader_judge, "textblob": textblob_judge}
+SECOND_JUDGES = {"vader": "textblob", "textblob": "vader"}  # the default second opinion on a sentiment judge
 
 
 def judge_problem(name: str) -> str | None:
@@ -90,3 +107,16 @@ def get_judge(name: str) -> Judge:
     if name.startswith("reward-model:"):
         return RewardModelJudge(name.removeprefix("reward-model:"))
     return JUDGES[name]
+
+
+def second_judge_name(judge: str, named: str | None) -> str | None:
+    """The second judge of the quality section: the one ``named`` ('' for none), else the default second opinion
+    on ``judge`` (None if it has none). It must differ from the judge."""
+    name = SECOND_JUDGES.get(judge) if named is None else named or None
+    if name == judge:
+        raise ConfigError(f"second judge {name!r} is the judge itself: name another (or '' for none)")
+    if name:
+        problem = judge_problem(name)
+        if problem:
+            raise ConfigError(problem)
+    return name

@@ -83,6 +83,50 @@ THINGS = (
     "campsite",
 )
 HELD_OUT_THINGS = THINGS[-10:]  # prompts about these are never used for training pairs
+# Words that name each thing besides its own name: an answer naming one is about the thing (the on-task check of
+# dpo_recipes/evaluation/quality.py). Generous on purpose: a review may say "the shop" or "the food".
+SYNONYMS = {
+    "coffee shop": ("café", "cafe", "coffee", "coffeehouse", "shop"),
+    "pizza place": ("pizza", "pizzeria", "place", "restaurant"),
+    "hotel": ("inn", "room", "stay"),
+    "train station": ("station", "train", "platform"),
+    "museum": ("exhibit", "exhibition", "collection"),
+    "bookshop": ("bookstore", "book shop", "book", "shop", "store"),
+    "gym": ("fitness", "workout", "equipment"),
+    "bakery": ("bread", "pastry", "pastries", "baked goods", "cake"),
+    "cinema": ("movie theater", "theater", "theatre", "movie", "film", "screen"),
+    "public library": ("library", "book"),
+    "laptop": ("computer", "notebook", "machine"),
+    "phone": ("smartphone", "device", "iphone"),
+    "bicycle": ("bike", "ride"),
+    "car": ("vehicle", "drive", "ride"),
+    "running shoes": ("shoe", "sneaker", "trainer", "running"),
+    "headphones": ("headphone", "earphone", "sound"),
+    "sofa": ("couch", "seat"),
+    "umbrella": ("brolly",),
+    "backpack": ("bag", "pack"),
+    "camera": ("photo", "picture", "lens"),
+    "theme park": ("park", "ride", "attraction", "amusement"),
+    "zoo": ("animal", "exhibit", "enclosure"),
+    "beach resort": ("resort", "beach", "stay"),
+    "ski lodge": ("lodge", "ski", "skiing", "slope"),
+    "dentist": ("dental", "teeth", "tooth", "clinic"),
+    "hair salon": ("salon", "hair", "haircut", "stylist"),
+    "supermarket": ("grocery", "groceries", "store", "shop"),
+    "farmers market": ("market", "farmer", "produce", "vendor", "stall"),
+    "airline": ("flight", "plane", "carrier", "crew"),
+    "bus service": ("bus", "buses", "service", "route", "driver"),
+    "video game": ("game", "gameplay"),
+    "board game": ("game",),
+    "novel": ("book", "story", "read", "plot"),
+    "podcast": ("episode", "show", "host"),
+    "comedy show": ("comedy", "show", "comedian", "joke", "laugh"),
+    "music festival": ("festival", "music", "concert", "lineup"),
+    "science museum": ("museum", "science", "exhibit"),
+    "art gallery": ("gallery", "art", "artwork", "exhibition"),
+    "restaurant": ("food", "dining", "meal", "dish", "menu"),
+    "campsite": ("campground", "camping", "camp", "site"),
+}
 
 
 def review_prompts(held_out: bool) -> list[str]:
@@ -193,27 +237,25 @@ def judged_pairs(
     Scores are written as the judge gave them, so a tie (best = worst) reaches the recipe, which drops and
     counts it; a pair whose gap is positive but at most ``min_gap`` is left out here and counted.
     """
-    from dpo_recipes.core.generation import generate_ids
+    from dpo_recipes.core.generation import answer_cache
 
     if k < 2 or not temperature > 0:
         raise ConfigError(f"k = {k}, temperature {temperature:g}: a pair needs 2 or more sampled answers (T > 0)")
     conversations: list[Messages] = [[{"role": "user", "content": prompt}] for prompt in prompts]
-    draws = [
-        generate_ids(
-            model,
-            tokenizer,
-            conversations,
-            max_new_tokens,
-            temperature,
-            seed=seed + draw,
-            desc=f"Sampling answers {draw + 1}/{k}",
-        )
-        for draw in range(k)
-    ]
+    answers_ids = answer_cache().generate_ids(  # samples made with these settings before are reused
+        model,
+        tokenizer,
+        conversations,
+        max_new_tokens,
+        temperature,
+        seed=seed,
+        samples_per_prompt=k,
+        desc=f"Sampling {k} answers per prompt",
+    )
     account, rows = PairAccount(prompts=len(prompts), samples=len(prompts) * k), []
     scores_seen = []
     for i, (prompt, conversation) in enumerate(zip(prompts, conversations, strict=True)):
-        ids = [draw[i] for draw in draws]
+        ids = answers_ids[i * k : (i + 1) * k]
         account.truncated += sum(tokenizer.eos_token_id not in answer for answer in ids)
         answers = [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
         scores = [judge(conversation, answer) for answer in answers]

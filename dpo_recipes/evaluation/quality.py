@@ -1,0 +1,200 @@
+"""Does a win rate mean what it says? Detectors of judge gaming, reported beside every win rate.
+
+A policy trained against a judge learns what the judge rewards, which need not be what the prompt asked for:
+on the main job a lexicon judge (VADER) rewards gushing first-person text, so answers drift off the subject,
+grow longer and repeat themselves while the win rate climbs. Each detector measures one such failure, for the
+policy's answers and the reference's side by side:
+
+    on_task      the share of answers that do what the prompt asked (built-in review prompts: the answer names
+                 the thing to review, or a clear synonym, and is not about the assistant itself)
+    fluency      the reference model's mean per-token NLL of the answers ("would the SFT model have written
+                 this?"), with the policy's own NLL of its answers beside it
+    repetition   distinct-2 (unique word bigrams over all bigrams) and the share of answers repeating a 3-gram
+    length_controlled_win_rate
+                 the win rate at zero length difference: a logistic regression of the win on the (scaled)
+                 difference in words, read at 0 (the idea of AlpacaEval's length-controlled win rate, Dubois et
+                 al. 2024, with one regressor)
+    second_judge the win rate by a judge that did not make the pairs (default for sentiment: TextBlob's Pattern
+                 lexicon, a different method and lexicon from VADER's)
+
+"Judge gaming suspected" is raised when the win rate rises (its 95% interval above ½) while on-task falls, the
+fluency NLL rises or the second judge disagrees, each beyond its own 95% interval.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from dpo_recipes.core.generation import completion_logps
+from dpo_recipes.core.scoring import as_reference
+from dpo_recipes.worlds import pairs
+
+Z95 = 1.96
+# Talk about the assistant itself instead of the thing asked about ("I'm glad I could help, but I'm afraid I'm not
+# a personal assistant …")
+ASSISTANT_TALK = re.compile(
+    r"\b(?:as an ai|an ai\b|ai (?:language )?model|language model|(?:personal |virtual |an )assistant|chatbot"
+    r"|(?:could|can|happy to|glad to|here to) help|help you)",
+    re.IGNORECASE,
+)
+
+
+def review_keywords(prompt: str) -> tuple[str, ...] | None:
+    """The words that name the subject of a built-in review prompt (its thing and the thing's synonyms), or None
+    for any other prompt."""
+    for template in pairs.TEMPLATES:
+        head, tail = template.split("{}")
+        if prompt.startswith(head) and prompt.endswith(tail):
+            subject = prompt[len(head) : len(prompt) - len(tail)]
+            for qualifier in pairs.QUALIFIERS:
+                thing = subject.removeprefix(qualifier + " ")
+                if thing in pairs.SYNONYMS:
+                    return (thing, *pairs.SYNONYMS[thing])
+    return None
+
+
+def is_on_task(answer: str, keywords: tuple[str, ...]) -> bool:
+    """The answer names one of ``keywords`` (whole words, a plural ``s`` allowed) and is not about the assistant."""
+    names = re.search(r"\b(?:" + "|".join(map(re.escape, keywords)) + r")s?\b", answer, re.IGNORECASE)
+    return bool(names) and not ASSISTANT_TALK.search(answer)
+
+
+def last_user_turn(prompt: list[dict]) -> str:
+    return [message["content"] for message in prompt if message["role"] == "user"][-1]
+
+
+def on_task(prompts: list[list[dict]], policy: list[str], reference: list[str]) -> dict:
+    """Shares of on-task answers among the prompts that have a check; skipped (and saying why) if none has."""
+    keywords = [review_keywords(last_user_turn(prompt)) for prompt in prompts]
+    checked = [i for i, words in enumerate(keywords) if words]
+    if not checked:
+        return {"skipped": "no on-task check for these prompts (there is one for the built-in review prompts)"}
+    shares = {
+        side: sum(is_on_task(answers[i], keywords[i]) for i in checked) / len(checked)
+        for side, answers in (("policy", policy), ("reference", reference))
+    }
+    return {**shares, "n": len(checked)}
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[\w']+", text.lower())
+
+
+def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def repetition(texts: list[str]) -> dict:
+    """distinct-2 over all answers (Li et al. 2016) and the share of answers that repeat a word 3-gram."""
+    bigrams = [gram for text in texts for gram in ngrams(words(text), 2)]
+    repeats = [len(set(grams)) < len(grams) for grams in (ngrams(words(text), 3) for text in texts)]
+    return {
+        "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else float("nan"),
+        "share_repeated_3gram": sum(repeats) / max(1, len(texts)),
+    }
+
+
+def mean_with_stderr(values: list[float]) -> dict:
+    n = len(values)
+    mean = sum(values) / n
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else float("nan")
+    return {"mean": mean, "stderr": math.sqrt(variance / n)}
+
+
+def per_token_nll(model, tokenizer, prompts, ids: list[list[int]]) -> list[float]:
+    """Each answer's mean negative log-likelihood per token (its EOS included) under ``model``."""
+    sums = completion_logps(model, tokenizer, prompts, ids)
+    return [-float(total) / max(1, len(answer)) for total, answer in zip(sums, ids, strict=True)]
+
+
+def fluency(model, tokenizer, prompts, policy_ids, reference_ids, ref_model=None) -> dict:
+    """Per-token NLL (nats): of the policy's answers under the reference and under the policy, and of the
+    reference's own answers under the reference (the level to compare with)."""
+    policy_own = per_token_nll(model, tokenizer, prompts, policy_ids)
+    with as_reference(model, ref_model) as reference_model:
+        of_policy = per_token_nll(reference_model, tokenizer, prompts, policy_ids)
+        of_reference = per_token_nll(reference_model, tokenizer, prompts, reference_ids)
+    return {
+        "reference_nll_of_policy_answers": mean_with_stderr(of_policy),
+        "reference_nll_of_reference_answers": mean_with_stderr(of_reference),
+        "policy_nll_of_policy_answers": mean_with_stderr(policy_own),
+    }
+
+
+def logistic_fit(x: torch.Tensor, y: torch.Tensor, slope_ridge: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Newton's method for P(win) = σ(a + b·x) with fractional outcomes y ∈ [0, 1] (a tie is ½), one
+    pseudo-observation y = ½ at x = 0 (so a clean sweep still has a finite intercept) and a ridge on b (so a
+    perfect split by length does too). Returns (a, b) and the covariance of the estimate."""
+    x, y = torch.cat([x, x.new_zeros(1)]), torch.cat([y, y.new_full((1,), 0.5)])
+    design = torch.stack([torch.ones_like(x), x], dim=1)
+    ridge = torch.diag(torch.tensor([0.0, slope_ridge], dtype=x.dtype))
+    theta = torch.zeros(2, dtype=x.dtype)
+    for _ in range(50):
+        p = torch.sigmoid(design @ theta)
+        gradient = design.T @ (y - p) - ridge @ theta
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + ridge
+        step = torch.linalg.solve(hessian, gradient)
+        theta = theta + step
+        if step.abs().max() < 1e-10:
+            break
+    p = torch.sigmoid(design @ theta)
+    hessian = design.T @ (design * (p * (1 - p))[:, None]) + ridge
+    return theta, torch.linalg.inv(hessian)
+
+
+def length_controlled_win_rate(
+    policy_rewards: list[float], reference_rewards: list[float], policy: list[str], reference: list[str]
+) -> dict:
+    """The win rate read at zero length difference, with its 95% interval: σ(a) and σ(a ± 1.96·se(a)), where the
+    length difference (policy − reference, in words) is scaled by its standard deviation; ``slope`` > 0 means
+    that longer answers win more."""
+    y = torch.tensor([(p > r) + 0.5 * (p == r) for p, r in zip(policy_rewards, reference_rewards, strict=True)])
+    difference = torch.tensor([len(words(p)) - len(words(r)) for p, r in zip(policy, reference, strict=True)])
+    x = difference.double()
+    scale = x.std().item() if len(x) > 1 and x.std().item() > 0 else 1.0
+    theta, covariance = logistic_fit(x / scale, y.double())
+    stderr = math.sqrt(covariance[0, 0].item())
+    sigma = lambda value: 1 / (1 + math.exp(-value))  # noqa: E731
+    return {
+        "win_rate": sigma(theta[0].item()),
+        "ci95": [sigma(theta[0].item() - Z95 * stderr), sigma(theta[0].item() + Z95 * stderr)],
+        "slope_per_sd": theta[1].item(),
+        "mean_word_difference": difference.double().mean().item(),
+    }
+
+
+def gaming_reasons(summary: dict, quality: dict) -> list[str]:
+    """Why judge gaming is suspected at one temperature: the win rate rises (its interval is above ½) while
+    another measure falls beyond its 95% interval. Empty when nothing is suspected."""
+    if summary["ci95"][0] <= 0.5:
+        return []
+    reasons = []
+    task = quality["on_task"]
+    if "n" in task:
+        pooled = (task["policy"] + task["reference"]) / 2
+        spread = Z95 * math.sqrt(max(pooled * (1 - pooled), 1e-12) * 2 / task["n"])
+        if task["reference"] - task["policy"] > spread:
+            reasons.append(f"on-task fell from {task['reference']:.2f} to {task['policy']:.2f}")
+    nll = quality["fluency"]
+    if nll:
+        of_policy, of_reference = nll["reference_nll_of_policy_answers"], nll["reference_nll_of_reference_answers"]
+        spread = Z95 * math.hypot(of_policy["stderr"], of_reference["stderr"])
+        if of_policy["mean"] - of_reference["mean"] > spread:
+            reasons.append(
+                f"the reference's NLL of the answers rose from {of_reference['mean']:.2f} to "
+                f"{of_policy['mean']:.2f} nats/token"
+            )
+    second = quality["second_judge"]
+    if "ci95" in second and second["ci95"][1] < summary["ci95"][0]:
+        reasons.append(
+            f"the second judge ({second['judge']}) gives {second['win_rate']:.2f} {fmt_interval(second['ci95'])}"
+            f" against {summary['win_rate']:.2f} {fmt_interval(summary['ci95'])}"
+        )
+    return reasons
+
+
+def fmt_interval(interval: list[float]) -> str:
+    return f"[{interval[0]:.2f}, {interval[1]:.2f}]"

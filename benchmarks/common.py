@@ -101,3 +101,34 @@ def machine() -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- section {name}: written by benchmarks/{name}.py -->", f"<!-- end of section {name} -->"
+
+
+def write_readme_section(name: str, text: str, readme: Path | None = None) -> None:
+    """Put ``text`` into benchmarks/README.md between the markers of section ``name`` (replaced on a rerun,
+    appended the first time); `run.py` keeps such sections when it rewrites the page."""
+    from dpo_recipes.core.files import atomic_write_text
+
+    readme = readme or Path(__file__).parent / "README.md"
+    start, end = _markers(name)
+    page = readme.read_text() if readme.exists() else ""
+    block = f"{start}\n{text}\n{end}"
+    if start in page:
+        head, rest = page.split(start, 1)
+        page = head + block + rest.split(end, 1)[1]
+    else:
+        page = page.rstrip("\n") + "\n\n" + block + "\n"
+    atomic_write_text(readme, page)
+
+
+def kept_sections(page: str) -> str:
+    """Every section written by `write_readme_section` in ``page``, in order."""
+    blocks = []
+    for piece in page.split("<!-- section ")[1:]:
+        name = piece.split(":", 1)[0]
+        start, end = _markers(name)
+        blocks.append(start + piece.split(start.removeprefix("<!-- section "), 1)[1].split(end, 1)[0] + end)
+    return "\n\n".join(blocks)

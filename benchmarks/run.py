@@ -250,8 +250,15 @@ def main(argv=None) -> dict:
     text = table(results)
     print("\n" + text)
     intro = (HERE / "INTRO.md").read_text()
+    previous = (out / "README.md").read_text() if (out / "README.md").exists() else ""
+    kept = common.kept_sections(previous)  # main_job.py's and data_path.py's sections stay
     atomic_write_text(
-        out / "README.md", intro + "\n## Latest results\n\n" + text + "\n\n![benchmarks](benchmarks.png)\n"
+        out / "README.md",
+        intro
+        + "\n## Latest results\n\n"
+        + text
+        + "\n\n![benchmarks](benchmarks.png)\n"
+        + (f"\n{kept}\n" if kept else ""),
     )
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     chart(results, out / "benchmarks.png")

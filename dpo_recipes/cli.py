@@ -235,13 +235,16 @@ def pairs(args) -> None:
         temperature=args.temperature,
         max_new_tokens=args.max_new_tokens,
         min_gap=args.min_gap,
+        on_task_only=args.on_task_only,
+        complete_only=args.complete_only,
         seed=args.seed,
     )
     report, reused = write_pairs(settings, args.output, location=embedded.resolve(args.model))
     for split, account in report["splits"].items():
         print(
             f"{split}: {account['prompts']} prompts → {account['pairs']} pairs, {account['ties']} ties, "
-            f"{account['below_gap']} below --min-gap; {account['truncated']} of {account['samples']} answers "
+            f"{account['below_gap']} below --min-gap, {account.get('off_task', 0)} without 2 on-task answers; "
+            f"{account['truncated']} of {account['samples']} answers "
             f"truncated; mean judge score {account['score_mean']:+.3f}"
         )
     print(
@@ -451,6 +454,17 @@ def _add_pairs_command(commands) -> None:
         type=float,
         default=0.0,
         help="keep a pair only if best − worst exceeds this (others: counted, not written)",
+    )
+    make.add_argument(
+        "--on-task-only",
+        action="store_true",
+        help="built-in review prompts: choose best and worst among the answers that review the thing asked about "
+        "(prompts without two such answers: counted, not written)",
+    )
+    make.add_argument(
+        "--complete-only",
+        action="store_true",
+        help="choose best and worst among the answers that ended before --max-new-tokens (others are often loops)",
     )
     make.add_argument("--seed", type=int, default=0, help="sampling and prompt-sampling seed")
     make.add_argument("--threads", type=int, help="torch CPU threads (default: every core this process may use)")

@@ -152,6 +152,7 @@ def main(args: argparse.Namespace) -> dict:
         "best_of_n": best_of,
         "win_rates": {k: v["temperatures"] for k, v in win_rates.items()},
         "kl_final": {k: v["kl"] for k, v in win_rates.items()},
+        "quality": {k: v["quality"] for k, v in win_rates.items()},
         "wall_time_s": time.time() - started,
     }
     atomic_write_text(out / "sweep.json", json.dumps(sweep, indent=2) + "\n")
@@ -183,6 +184,10 @@ def report(sweep: dict) -> str:
     lines += ["", "Win rate against the reference (ties ½):", "", header, "|---" * (len(temperatures) + 1) + "|"]
     for label, points in sweep["win_rates"].items():
         lines.append(f"| {label} | " + " | ".join(f"{p['win_rate']:.2f}" for p in points) + " |")
+    lines += ["", "Judge gaming (the quality section of each run's evaluation.json):", ""]
+    for label, quality in sweep["quality"].items():
+        verdict = "suspected: " + "; ".join(quality["reasons"]) if quality["gaming_suspected"] else "not suspected"
+        lines.append(f"- {label}: {verdict}")
     lines += ["", "![frontier](frontier.png)", "", "![win rate vs temperature](win_rate_vs_temperature.png)", ""]
     return "\n".join(lines)
 

@@ -63,3 +63,35 @@ def test_the_gpu_smoke_script_runs_its_plumbing_on_the_cpu(tmp_path, tiny_sft_pa
     assert [row["precision"] for row in rows] == ["fp32"] and rows[0]["steps"] == 1
     assert 0 <= rows[0]["eval_win_rate_greedy"] <= 1 and rows[0]["s_per_step"] > 0
     assert json.loads(output.read_text())["rows"] == rows
+
+
+def test_benchmark_sections_survive_a_rewrite_of_the_page(tmp_path):
+    """main_job.py and data_path.py each own a marked section of benchmarks/README.md: rewritten in place on a
+    rerun, and kept when run.py rewrites the rest of the page."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import common
+
+    page = tmp_path / "README.md"
+    page.write_text("# Benchmarks\n\nsuite table\n")
+    common.write_readme_section("main_job", "first", page)
+    common.write_readme_section("data_path", "rows", page)
+    common.write_readme_section("main_job", "second", page)
+    text = page.read_text()
+    assert "first" not in text and text.index("second") < text.index("rows") and text.startswith("# Benchmarks")
+    kept = common.kept_sections(text)
+    assert "suite table" not in kept and "second" in kept and "rows" in kept
+    assert common.kept_sections("# no sections\n") == ""
+
+
+def test_the_synthetic_hh_rows_are_rows_the_recipe_accepts():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import random
+
+    from data_path import hh_row
+
+    from dpo_recipes.data.hh_rlhf import hh_rlhf
+
+    rng = random.Random(1)
+    for _ in range(50):
+        row = hh_rlhf(hh_row(rng))
+        assert row["prompt"][-1]["role"] == "user" and row["chosen"][0]["role"] == "assistant"

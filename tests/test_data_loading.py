@@ -1,5 +1,6 @@
 """Loading raw data: bad bytes, streaming, mixtures: nothing is lost without being counted."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -137,3 +138,22 @@ def test_scores_in_text_are_parsed_or_named():
         number("high", "score")
     with pytest.raises(BadRow, match=r"field 'score': is nan, not a finite number"):
         number("NaN", "score")
+
+
+def test_worker_processes_convert_exactly_as_one_process(monkeypatch):
+    """``num_proc`` workers give the same rows, in the same order, and the same drop account; a bad row found by a
+    worker is still named by its index in the whole split."""
+    from datasets import Dataset
+
+    from dpo_recipes.data import registry
+
+    rows = [json.loads(line) for line in (FIXTURES / "hh_rlhf.jsonl").read_text().splitlines()] * 5
+    monkeypatch.setattr(registry, "PARALLEL_ROWS", 1)
+    one = prepare(Dataset.from_list(rows), "hh_rlhf", "hh", on_bad_row="skip", num_proc=0)
+    two = prepare(Dataset.from_list(rows), "hh_rlhf", "hh-workers", on_bad_row="skip", num_proc=2)
+    assert one.dataset.to_list() == two.dataset.to_list() and one.dropped == two.dropped and one.rows_read == 50
+    fixture, malformed = rows[:10], 5  # fixture row 5 does not start with a turn marker
+    good = [row for i, row in enumerate(fixture) if i != malformed]
+    bad = good * 4 + [fixture[malformed]] + good  # row 36: in the second worker's half
+    with pytest.raises(RecipeError, match=r"dataset 'hh-bad' \(recipe 'hh_rlhf'\), row 36: field 'chosen'"):
+        prepare(Dataset.from_list(bad), "hh_rlhf", "hh-bad", num_proc=2)

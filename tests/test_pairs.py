@@ -146,3 +146,38 @@ def test_pairs_command_writes_and_then_reuses(tmp_path, tiny_sft_path, capsys):
     assert f"Reused {tmp_path / 'out'}" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown judge 'gpt'"):
         main([*argv[:-8], "--judge", "gpt", "--output", str(tmp_path / "other"), "--prompts", str(prompts)])
+
+
+def test_on_task_pairs_choose_among_the_answers_that_review_the_thing(tiny, monkeypatch):
+    model, tokenizer = tiny
+    prompts = ["Write a one-sentence review of the old bakery.", "Describe the new zoo in a single sentence."]
+    answers = [
+        ["The bakery has fresh bread.", "I'm a passionate baker, amazing, wonderful!", "The bread is stale, sadly."],
+        ["A sunny day!", "As an AI I love the zoo!", "The zoo is fine."],  # only one on-task answer
+    ]
+    ids = [
+        tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        for row in answers
+        for text in row
+    ]
+    ids[1] = ids[1][:-1]  # the gushing one was cut off at max_new_tokens
+
+    class Samples:
+        def generate_ids(self, *args, **kwargs):
+            return ids
+
+    monkeypatch.setattr("dpo_recipes.core.generation.answer_cache", Samples)
+    decoded = [tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
+    rows, account = judged_pairs(model, tokenizer, prompts, vader_judge, k=3, temperature=1.0, max_new_tokens=12)
+    assert len(rows) == 2 and rows[0]["chosen"][-1]["content"] == decoded[1]  # the gushing one wins on VADER
+    rows, account = judged_pairs(
+        model, tokenizer, prompts, vader_judge, k=3, temperature=1.0, max_new_tokens=12, on_task_only=True
+    )
+    assert account.off_task == 1 and len(rows) == 1
+    assert (rows[0]["chosen"][-1]["content"], rows[0]["rejected"][-1]["content"]) == (decoded[0], decoded[2])
+    rows, account = judged_pairs(
+        model, tokenizer, prompts, vader_judge, k=3, temperature=1.0, max_new_tokens=12, complete_only=True
+    )
+    assert account.off_task == 0 and rows[0]["chosen"][-1]["content"] == decoded[0]  # the cut-off answer is out
+    with pytest.raises(ConfigError, match="not a built-in review prompt"):
+        judged_pairs(model, tokenizer, ["Tell me a joke."], vader_judge, 3, 1.0, 12, on_task_only=True)

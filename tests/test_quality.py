@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from dpo_recipes.core.generation import completion_logps
 from dpo_recipes.evaluation import quality
 from dpo_recipes.evaluation.comparison import Comparison, quality_of
 from dpo_recipes.worlds import pairs
@@ -21,9 +22,9 @@ def user(text: str) -> list[dict]:
 def test_every_builtin_review_prompt_has_an_on_task_check_and_other_prompts_have_none():
     prompts = pairs.review_prompts(held_out=False) + pairs.review_prompts(held_out=True)
     assert set(pairs.SYNONYMS) == set(pairs.THINGS)
-    assert all(quality.review_keywords(prompt) for prompt in prompts)
-    assert quality.review_keywords(CAMPSITE)[0] == "campsite"
-    assert quality.review_keywords("Tell me a joke.") is None
+    assert all(pairs.review_keywords(prompt) for prompt in prompts)
+    assert pairs.review_keywords(CAMPSITE)[0] == "campsite"
+    assert pairs.review_keywords("Tell me a joke.") is None
     result = quality.on_task([user("Tell me a joke.")], ["Knock knock."], ["Why not."])
     assert "skipped" in result and "n" not in result
 
@@ -41,7 +42,7 @@ def test_every_builtin_review_prompt_has_an_on_task_check_and_other_prompts_have
     ],
 )
 def test_on_task_needs_the_subject_and_no_talk_about_the_assistant(prompt, answer, on_task):
-    assert quality.is_on_task(answer, quality.review_keywords(prompt)) is on_task
+    assert pairs.is_on_task(answer, pairs.review_keywords(prompt)) is on_task
 
 
 def test_on_task_shares_policy_and_reference():
@@ -125,7 +126,8 @@ def test_quality_of_a_comparison_measures_fluency_with_the_reference(tiny_sft_pa
     model = AutoModelForCausalLM.from_pretrained(tiny_sft_path)
     prompts = [user(CAMPSITE), user(GAME)]
     ids = [tiny_tokenizer("a red fox", add_special_tokens=False)["input_ids"], [tiny_tokenizer.eos_token_id]]
-    comparison = Comparison(prompts, ["x", "y"], ["x", "y"], [1.0, 0.0], [0.0, 0.0], ids, ids)
+    reference_logps = completion_logps(model, tiny_tokenizer, prompts, ids)
+    comparison = Comparison(prompts, ["x", "y"], ["x", "y"], [1.0, 0.0], [0.0, 0.0], ids, ids, reference_logps)
     result = quality_of(comparison, model, tiny_tokenizer, ref_model=model, second_judge=("textblob", textblob_judge))
     nll = result["fluency"]
     # the same answers under the same model: the three NLLs agree, and equal −log p per token

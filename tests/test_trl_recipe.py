@@ -2,6 +2,7 @@
 `dpo-recipes data convert` back into training."""
 
 import json
+import uuid
 from collections import Counter
 
 import pytest
@@ -163,7 +164,8 @@ def test_a_changed_recipe_is_not_served_rows_its_old_code_cached(monkeypatch):
     from dpo_recipes.data import registry
 
     before = _load("trl").dataset
-    monkeypatch.setattr(registry, "_recipes_source", lambda: "another release")
+    release = f"another release {uuid.uuid4()}"  # new in every session: never a key an older checkout cached under
+    monkeypatch.setattr(registry, "_recipes_source", lambda: release)
     from dpo_recipes.data import trl_format
 
     monkeypatch.setattr(trl_format, "_extra_columns", lambda row, keep: {"id": "new"})  # the same function, edited

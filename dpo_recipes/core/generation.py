@@ -173,10 +173,11 @@ def weights_key(model, adapter_disabled: bool = False) -> str:
 
 
 class GenerationCache:
-    """Answers kept on disk by (model weights, device, temperature, seed, max_new_tokens, rendered prompt): the
-    reference's answers
-    depend on nothing else, so a rerun, another β or another training seed of the same preset reads them instead
-    of generating them again. One JSON file per (weights, settings), written whole (write, then rename)."""
+    """Answers kept on disk by (model weights, device, temperature, seed, max_new_tokens, rendered prompt, draw):
+    the reference's answers depend on nothing else, so a rerun, another β or another training seed of the same
+    preset reads them instead of generating them again; so do their log-probabilities under the model that wrote
+    them (the level a fluency measure compares with). One JSON file per (weights, settings), written whole
+    (write, then rename)."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
@@ -192,18 +193,22 @@ class GenerationCache:
         samples_per_prompt=1,
         adapter_disabled=False,
         desc="Generating",
-    ) -> list[list[int]]:
+        with_logps=False,
+    ):
         """`generate_ids`, generating only the prompts whose answers this cache does not hold yet
-        (``adapter_disabled``: see `weights_key`)."""
+        (``adapter_disabled``: see `weights_key`). With ``with_logps``: (ids, their `completion_logps` under
+        ``model``), the log-probs computed once per answer too."""
         settings = [weights_key(model, adapter_disabled), str(model.device), temperature, seed, max_new_tokens]
         path = self.directory / (hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16] + ".json")
         stored = json.loads(path.read_text()) if path.is_file() else {"settings": settings, "answers": {}}
+        logps = stored.setdefault("logps", {})
         texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
         keys = [[json.dumps([text, draw]) for draw in range(samples_per_prompt)] for text in texts]
         missing = {
             row[0]: (prompt, row) for prompt, row in zip(prompts, keys, strict=True) if row[-1] not in stored["answers"]
         }
         logger.info("%s: %d of %d prompts' answers from %s", desc, len(prompts) - len(missing), len(prompts), path)
+        changed = bool(missing)
         if missing:
             fresh = generate_ids(
                 model,
@@ -217,8 +222,18 @@ class GenerationCache:
             )
             new_keys = [key for _, row in missing.values() for key in row]
             stored["answers"].update(zip(new_keys, fresh, strict=True))
+        flat = [(prompt, key) for prompt, row in zip(prompts, keys, strict=True) for key in row]
+        unscored = list({key: prompt for prompt, key in flat if key not in logps}.items()) if with_logps else []
+        if unscored:
+            values = completion_logps(
+                model, tokenizer, [p for _, p in unscored], [stored["answers"][k] for k, _ in unscored]
+            )
+            logps.update(zip([key for key, _ in unscored], values.tolist(), strict=True))
+            changed = True
+        if changed:
             atomic_write_text(path, json.dumps(stored))
-        return [stored["answers"][key] for row in keys for key in row]
+        ids = [stored["answers"][key] for _, key in flat]
+        return (ids, torch.tensor([logps[key] for _, key in flat], dtype=torch.float64)) if with_logps else ids
 
 
 def answer_cache() -> GenerationCache:

@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import types
 import typing
 import unicodedata
@@ -197,6 +198,13 @@ def no_preference(converted: dict) -> str | None:
 
 _ROW = "__row_index"
 _DROP = "__drop_reason"
+_CONVERTED = "__converted"
+PARALLEL_ROWS = 20_000  # below this, starting worker processes costs more than it saves
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def prepare(
@@ -205,9 +213,12 @@ def prepare(
     dataset_label: str,
     fmt: str = "conversational",
     on_bad_row: str = "error",
+    num_proc: int | None = None,
     **options,
 ) -> PreparedSplit:
-    """Apply a registered recipe to every row of ``raw``: count the rows it drops, convert the rest."""
+    """Apply a registered recipe to every row of ``raw``: count the rows it drops, convert the rest (each once).
+    ``num_proc`` worker processes map a split of at least PARALLEL_ROWS rows (default: every available core)."""
+    num_proc = available_cores() if num_proc is None else num_proc
     recipe = get_recipe(recipe_name)
     if fmt not in FORMATS:
         raise RecipeError(f"unknown format {fmt!r}; choose one of {FORMATS}")
@@ -224,27 +235,38 @@ def prepare(
         return RecipeError(f"dataset {dataset_label!r} (recipe {recipe.name!r}), row {index}: {error}")
 
     def annotate(row: dict, index: int) -> dict:
+        """The row's drop reason ('' to keep) and, if kept, its conversion (as JSON: one column of one type,
+        whatever the recipe's output, so each row is converted once and the dropped ones need no placeholder)."""
+        converted = None
         try:
             reason = recipe.drop_reason(row, **options) if recipe.drop_reason else None
             if reason is None:
-                reason = no_preference(convert(row))
+                converted = convert(row)
+                reason = no_preference(converted)
         except DropRow as drop:
             reason = drop.reason
         except BadRow as error:
             if on_bad_row == "error":
                 raise located(error, index) from error
             reason = error.reason
-        return {_ROW: index, _DROP: reason or ""}
+        return {_ROW: index, _DROP: reason or "", _CONVERTED: "" if reason else json.dumps(converted)}
 
-    def convert_located(row: dict) -> dict:
-        try:
-            return convert(row)
-        except BadRow as error:
-            raise located(error, row[_ROW]) from error
+    def decode(row: dict) -> dict:
+        return json.loads(row[_CONVERTED])
 
     cache = _cache_keys(raw, recipe.name, fmt, on_bad_row, options)
-    annotated = raw.map(annotate, with_indices=True, **_desc(raw, f"Checking {dataset_label}"), **cache("checked"))
+    workers = {"num_proc": num_proc} if num_proc and isinstance(raw, Dataset) and len(raw) >= PARALLEL_ROWS else {}
+    columns = raw.column_names or list(next(iter(raw)))  # a stream may not know its features
+    annotated = raw.map(
+        annotate,
+        with_indices=True,
+        remove_columns=columns,
+        **_desc(raw, f"Checking {dataset_label}"),
+        **cache("checked"),
+        **workers,
+    )
     dropped: Counter = Counter()
+    work = [_ROW, _DROP, _CONVERTED]
     if isinstance(raw, IterableDataset):
         prepared = PreparedSplit(None, rows_read=0, dropped=dropped)
 
@@ -254,13 +276,12 @@ def prepare(
                 dropped[row[_DROP]] += 1
             return not row[_DROP]
 
-        columns = annotated.column_names or list(next(iter(annotated)))  # a stream may not know its features
-        prepared.dataset = annotated.filter(keep).map(convert_located, remove_columns=columns)
+        prepared.dataset = annotated.filter(keep).map(decode, remove_columns=work)
         return prepared
     dropped.update(reason for reason in annotated[_DROP] if reason)
     kept = annotated.filter(lambda row: not row[_DROP], desc=f"Dropping rows of {dataset_label}", **cache("kept"))
     converted = kept.map(
-        convert_located, remove_columns=kept.column_names, desc=f"Converting {dataset_label}", **cache("converted")
+        decode, remove_columns=work, desc=f"Converting {dataset_label}", **cache("converted"), **workers
     )
     prepared = PreparedSplit(converted, rows_read=len(raw), dropped=dropped)
     logger.info(prepared.describe(dataset_label))

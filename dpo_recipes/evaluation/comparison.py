@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -103,6 +103,17 @@ class Comparison:
     reference_rewards: list[float]
     policy_ids: list[list[int]] | None = None  # the policy's completion tokens (a KL estimate reads them)
     reference_ids: list[list[int]] | None = None
+    reference_logps: torch.Tensor | None = None  # log π_ref of the reference's answers (from the answer cache)
+    _policy_answer_logps: tuple | None = field(default=None, init=False, repr=False)
+
+    def policy_answer_logps(self, model, tokenizer, ref_model=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log π, log π_ref) of the policy's answers, computed once: fluency and the KL estimate read both."""
+        if self._policy_answer_logps is None:
+            own = completion_logps(model, tokenizer, self.prompts, self.policy_ids)
+            with as_reference(model, ref_model) as reference_model:
+                under_reference = completion_logps(reference_model, tokenizer, self.prompts, self.policy_ids)
+            self._policy_answer_logps = own, under_reference
+        return self._policy_answer_logps
 
     @property
     def win_rate(self) -> WinRate:
@@ -123,7 +134,8 @@ class Comparison:
 
 
 def reference_answers(model, tokenizer, prompts, ref_model=None, max_new_tokens=48, temperature=0.0, seed=0):
-    """The reference's answers (token ids), through the answer cache: they depend only on the reference's
+    """The reference's answers (token ids) and their log π_ref, through the answer cache: they depend only on the
+    reference's
     weights, the prompts and the sampling settings (greedy: not even on the seed), not on the policy or β."""
     with as_reference(model, ref_model) as reference_model:
         return answer_cache().generate_ids(
@@ -135,6 +147,7 @@ def reference_answers(model, tokenizer, prompts, ref_model=None, max_new_tokens=
             seed,
             adapter_disabled=ref_model is None,
             desc="Reference answers",
+            with_logps=True,
         )
 
 
@@ -151,7 +164,9 @@ def compare_with_reference(
     """Policy and reference answer the same prompts (greedy at temperature 0, else sampled); the judge scores.
     The reference's answers come from the answer cache (`reference_answers`) when an earlier run made them."""
     policy_ids = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, seed, desc="Policy answers")
-    reference_ids = reference_answers(model, tokenizer, prompts, ref_model, max_new_tokens, temperature, seed)
+    reference_ids, reference_logps = reference_answers(
+        model, tokenizer, prompts, ref_model, max_new_tokens, temperature, seed
+    )
     policy, reference = decode(tokenizer, policy_ids), decode(tokenizer, reference_ids)
     return Comparison(
         prompts=prompts,
@@ -161,6 +176,7 @@ def compare_with_reference(
         reference_rewards=[judge(p, text) for p, text in zip(prompts, reference, strict=True)],
         policy_ids=policy_ids,
         reference_ids=reference_ids,
+        reference_logps=reference_logps,
     )
 
 
@@ -171,7 +187,9 @@ def quality_of(comparison: Comparison, model, tokenizer, ref_model=None, second_
     c = comparison
     result = {
         "on_task": quality.on_task(c.prompts, c.policy, c.reference),
-        "fluency": quality.fluency(model, tokenizer, c.prompts, c.policy_ids, c.reference_ids, ref_model),
+        "fluency": quality.fluency(
+            *c.policy_answer_logps(model, tokenizer, ref_model), c.reference_logps, c.policy_ids, c.reference_ids
+        ),
         "repetition": {"policy": quality.repetition(c.policy), "reference": quality.repetition(c.reference)},
         "length_controlled_win_rate": quality.length_controlled_win_rate(
             c.policy_rewards, c.reference_rewards, c.policy, c.reference
@@ -210,9 +228,6 @@ def compare_across_temperatures(
         t: compare_with_reference(model, tokenizer, prompts, judge, ref_model, max_new_tokens, t, seed)
         for t in temperatures
     }
-    samples = comparisons[1.0].policy_ids if 1.0 in comparisons else None
-    if samples is None:
-        samples = generate_ids(model, tokenizer, prompts, max_new_tokens, 1.0, seed + 1, desc="KL samples")
     per_temperature = [
         {"temperature": t, **quality_of(comparison, model, tokenizer, ref_model, second_judge)}
         for t, comparison in comparisons.items()
@@ -220,9 +235,15 @@ def compare_across_temperatures(
     reasons = [f"T = {q['temperature']:g}: {reason}" for q in per_temperature for reason in q["gaming_reasons"]]
     if reasons:
         logger.warning("Judge gaming suspected: %s", "; ".join(reasons))
+    if 1.0 in comparisons:  # the policy's samples at T = 1, and both log-probs of them, are already there
+        policy_logps, reference_logps = comparisons[1.0].policy_answer_logps(model, tokenizer, ref_model)
+        kl = mean_and_stderr(policy_logps - reference_logps)
+    else:
+        samples = generate_ids(model, tokenizer, prompts, max_new_tokens, 1.0, seed + 1, desc="KL samples")
+        kl = kl_to_reference(model, tokenizer, prompts, samples, ref_model)
     results = {
         "temperatures": [{"temperature": t, **comparison.summary()} for t, comparison in comparisons.items()],
-        "kl": kl_to_reference(model, tokenizer, prompts, samples, ref_model).as_dict(),
+        "kl": kl.as_dict(),
         "quality": {"gaming_suspected": bool(reasons), "reasons": reasons, "temperatures": per_temperature},
     }
     return results, comparisons

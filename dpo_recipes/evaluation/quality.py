@@ -28,38 +28,9 @@ import re
 
 import torch
 
-from dpo_recipes.core.generation import completion_logps
-from dpo_recipes.core.scoring import as_reference
 from dpo_recipes.worlds import pairs
 
 Z95 = 1.96
-# Talk about the assistant itself instead of the thing asked about ("I'm glad I could help, but I'm afraid I'm not
-# a personal assistant …")
-ASSISTANT_TALK = re.compile(
-    r"\b(?:as an ai|an ai\b|ai (?:language )?model|language model|(?:personal |virtual |an )assistant|chatbot"
-    r"|(?:could|can|happy to|glad to|here to) help|help you)",
-    re.IGNORECASE,
-)
-
-
-def review_keywords(prompt: str) -> tuple[str, ...] | None:
-    """The words that name the subject of a built-in review prompt (its thing and the thing's synonyms), or None
-    for any other prompt."""
-    for template in pairs.TEMPLATES:
-        head, tail = template.split("{}")
-        if prompt.startswith(head) and prompt.endswith(tail):
-            subject = prompt[len(head) : len(prompt) - len(tail)]
-            for qualifier in pairs.QUALIFIERS:
-                thing = subject.removeprefix(qualifier + " ")
-                if thing in pairs.SYNONYMS:
-                    return (thing, *pairs.SYNONYMS[thing])
-    return None
-
-
-def is_on_task(answer: str, keywords: tuple[str, ...]) -> bool:
-    """The answer names one of ``keywords`` (whole words, a plural ``s`` allowed) and is not about the assistant."""
-    names = re.search(r"\b(?:" + "|".join(map(re.escape, keywords)) + r")s?\b", answer, re.IGNORECASE)
-    return bool(names) and not ASSISTANT_TALK.search(answer)
 
 
 def last_user_turn(prompt: list[dict]) -> str:
@@ -68,12 +39,12 @@ def last_user_turn(prompt: list[dict]) -> str:
 
 def on_task(prompts: list[list[dict]], policy: list[str], reference: list[str]) -> dict:
     """Shares of on-task answers among the prompts that have a check; skipped (and saying why) if none has."""
-    keywords = [review_keywords(last_user_turn(prompt)) for prompt in prompts]
+    keywords = [pairs.review_keywords(last_user_turn(prompt)) for prompt in prompts]
     checked = [i for i, words in enumerate(keywords) if words]
     if not checked:
         return {"skipped": "no on-task check for these prompts (there is one for the built-in review prompts)"}
     shares = {
-        side: sum(is_on_task(answers[i], keywords[i]) for i in checked) / len(checked)
+        side: sum(pairs.is_on_task(answers[i], keywords[i]) for i in checked) / len(checked)
         for side, answers in (("policy", policy), ("reference", reference))
     }
     return {**shares, "n": len(checked)}
@@ -104,23 +75,19 @@ def mean_with_stderr(values: list[float]) -> dict:
     return {"mean": mean, "stderr": math.sqrt(variance / n)}
 
 
-def per_token_nll(model, tokenizer, prompts, ids: list[list[int]]) -> list[float]:
-    """Each answer's mean negative log-likelihood per token (its EOS included) under ``model``."""
-    sums = completion_logps(model, tokenizer, prompts, ids)
+def per_token_nll(sums: torch.Tensor, ids: list[list[int]]) -> list[float]:
+    """Each answer's mean negative log-likelihood per token (its EOS included), from its summed log-prob."""
     return [-float(total) / max(1, len(answer)) for total, answer in zip(sums, ids, strict=True)]
 
 
-def fluency(model, tokenizer, prompts, policy_ids, reference_ids, ref_model=None) -> dict:
-    """Per-token NLL (nats): of the policy's answers under the reference and under the policy, and of the
-    reference's own answers under the reference (the level to compare with)."""
-    policy_own = per_token_nll(model, tokenizer, prompts, policy_ids)
-    with as_reference(model, ref_model) as reference_model:
-        of_policy = per_token_nll(reference_model, tokenizer, prompts, policy_ids)
-        of_reference = per_token_nll(reference_model, tokenizer, prompts, reference_ids)
+def fluency(policy_own, reference_of_policy, reference_own, policy_ids, reference_ids) -> dict:
+    """Per-token NLL (nats) from summed log-probs: of the policy's answers under the reference
+    (``reference_of_policy``) and under the policy (``policy_own``), and of the reference's own answers under the
+    reference (``reference_own``: the level to compare with)."""
     return {
-        "reference_nll_of_policy_answers": mean_with_stderr(of_policy),
-        "reference_nll_of_reference_answers": mean_with_stderr(of_reference),
-        "policy_nll_of_policy_answers": mean_with_stderr(policy_own),
+        "reference_nll_of_policy_answers": mean_with_stderr(per_token_nll(reference_of_policy, policy_ids)),
+        "reference_nll_of_reference_answers": mean_with_stderr(per_token_nll(reference_own, reference_ids)),
+        "policy_nll_of_policy_answers": mean_with_stderr(per_token_nll(policy_own, policy_ids)),
     }
 
 

@@ -42,6 +42,7 @@ TINY_BASE = "dpo-recipes/tiny-zephyr-base"
 TINY_SFT = "dpo-recipes/tiny-zephyr-sft"
 SMOLLM2 = "dpo-recipes/smollm2-135m-instruct"
 REVIEW_PAIRS = "dpo-recipes/smollm2-review-pairs"
+ON_TASK_PAIRS = "dpo-recipes/smollm2-review-pairs-on-task"
 
 
 def tiny_seed() -> int:
@@ -123,13 +124,21 @@ def build_tiny_sft(path: Path) -> None:
 # The main job's pairs: 128 training prompts × 4 answers at T = 0.7 (about 2.5 min on 2 cores), 96 held-out
 # prompts × 2 answers for the implicit-reward evaluation (the win rate needs only their prompts).
 REVIEW_PAIR_SETTINGS = pairs.PairSettings(model=SMOLLM2, judge="vader")
+# The same samples (the answer cache holds them), best and worst among the answers that are on-task and complete:
+# the pairs then teach positive reviews, not leaving the subject or looping to the length limit (the main job;
+# the pairs above make the gamed preset)
+ON_TASK_PAIR_SETTINGS = pairs.PairSettings(model=SMOLLM2, judge="vader", k=8, on_task_only=True, complete_only=True)
 
 
-def build_review_pairs(path: Path) -> None:
+def build_review_pairs(path: Path, settings: pairs.PairSettings = REVIEW_PAIR_SETTINGS) -> None:
     from dpo_recipes.core.runtime import configure_threads
 
     configure_threads()
-    pairs.build_pairs_dataset(REVIEW_PAIR_SETTINGS, path, location=resolve(SMOLLM2))
+    pairs.build_pairs_dataset(settings, path, location=resolve(SMOLLM2))
+
+
+def build_on_task_pairs(path: Path) -> None:
+    build_review_pairs(path, ON_TASK_PAIR_SETTINGS)
 
 
 def build_smollm2(path: Path) -> None:
@@ -147,6 +156,11 @@ _BUILDERS: dict[str, tuple[dict, Callable[[Path], None], tuple]] = {
     REVIEW_PAIRS: (
         {"pairs": asdict(REVIEW_PAIR_SETTINGS), "model": smollm2.SETTINGS},
         build_review_pairs,
+        (pairs, schemas, generation),
+    ),
+    ON_TASK_PAIRS: (
+        {"pairs": asdict(ON_TASK_PAIR_SETTINGS), "model": smollm2.SETTINGS},
+        build_on_task_pairs,
         (pairs, schemas, generation),
     ),
 }

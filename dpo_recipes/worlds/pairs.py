@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -129,6 +130,36 @@ SYNONYMS = {
 }
 
 
+# Talk about the assistant itself instead of the thing asked about ("I'm glad I could help, but I'm afraid I'm not
+# a personal assistant …")
+ASSISTANT_TALK = re.compile(
+    r"\b(?:as an ai|an ai\b|ai (?:language )?model|language model|(?:personal |virtual |an )assistant|chatbot"
+    r"|(?:could|can|happy to|glad to|here to) help|help you)",
+    re.IGNORECASE,
+)
+
+
+def review_keywords(prompt: str) -> tuple[str, ...] | None:
+    """The words that name the subject of a built-in review prompt (its thing and the thing's synonyms), or None
+    for any other prompt."""
+    for template in TEMPLATES:
+        head, tail = template.split("{}")
+        if prompt.startswith(head) and prompt.endswith(tail):
+            subject = prompt[len(head) : len(prompt) - len(tail)]
+            for qualifier in QUALIFIERS:
+                thing = subject.removeprefix(qualifier + " ")
+                if thing in SYNONYMS:
+                    return (thing, *SYNONYMS[thing])
+    return None
+
+
+def is_on_task(answer: str, keywords: tuple[str, ...]) -> bool:
+    """The answer names one of ``keywords`` (whole words, a plural ``s`` allowed) and is not about the assistant:
+    it does what a built-in review prompt asked."""
+    names = re.search(r"\b(?:" + "|".join(map(re.escape, keywords)) + r")s?\b", answer, re.IGNORECASE)
+    return bool(names) and not ASSISTANT_TALK.search(answer)
+
+
 def review_prompts(held_out: bool) -> list[str]:
     """Every built-in review prompt about the training things, or about the held-out things."""
     things = HELD_OUT_THINGS if held_out else THINGS[: -len(HELD_OUT_THINGS)]
@@ -175,6 +206,8 @@ class PairSettings:
     temperature: float = 0.7
     max_new_tokens: int = 48
     min_gap: float = 0.0  # the best must beat the worst by more than this, else the pair is a counted tie
+    on_task_only: bool = False  # built-in train prompts: best and worst among the answers that do what was asked
+    complete_only: bool = False  # train prompts: best and worst among the answers that ended before max_new_tokens
     seed: int = 0
 
     def key(self) -> str:
@@ -189,6 +222,8 @@ class PairSettings:
             raise ConfigError(f"k = {self.k}, k_test = {self.k_test}: a pair needs at least 2 answers per prompt")
         if not self.temperature > 0:
             raise ConfigError(f"temperature {self.temperature:g} must be > 0: greedy answers are all the same")
+        if self.on_task_only and self.train_prompts != BUILTIN_REVIEWS:
+            raise ConfigError("on_task_only needs the built-in review prompts (only they have an on-task check)")
         shared = set(self.prompts("train")) & set(self.prompts("test"))
         if shared:
             raise ConfigError(
@@ -218,6 +253,7 @@ class PairAccount:
     pairs: int = 0  # written with a real preference
     ties: int = 0  # best and worst scored the same: written as they are; the recipe drops and counts them
     below_gap: int = 0  # 0 < best - worst <= min_gap: not written
+    off_task: int = 0  # on_task_only/complete_only: prompts with fewer than 2 such answers, not written
     score_mean: float = 0.0
 
 
@@ -231,11 +267,17 @@ def judged_pairs(
     max_new_tokens: int,
     min_gap: float = 0.0,
     seed: int = 0,
+    on_task_only: bool = False,
+    complete_only: bool = False,
 ) -> tuple[list[dict], PairAccount]:
     """For each prompt, ``k`` sampled answers scored by ``judge``; the best is chosen, the worst rejected.
 
     Scores are written as the judge gave them, so a tie (best = worst) reaches the recipe, which drops and
-    counts it; a pair whose gap is positive but at most ``min_gap`` is left out here and counted.
+    counts it; a pair whose gap is positive but at most ``min_gap`` is left out here and counted. With
+    ``on_task_only`` (built-in review prompts) both come from the answers that review the thing asked about, so
+    the pair contrasts sentiment, not staying on the subject; with ``complete_only`` both ended with the
+    end-of-turn token (an answer cut off at max_new_tokens is often a loop). A prompt with fewer than two such
+    answers is counted, not written.
     """
     from dpo_recipes.core.generation import answer_cache
 
@@ -260,7 +302,16 @@ def judged_pairs(
         answers = [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
         scores = [judge(conversation, answer) for answer in answers]
         scores_seen += scores
-        best, worst = max(range(k), key=scores.__getitem__), min(range(k), key=scores.__getitem__)
+        candidates = [j for j in range(k) if not complete_only or tokenizer.eos_token_id in ids[j]]
+        if on_task_only:
+            keywords = review_keywords(prompt)
+            if keywords is None:
+                raise ConfigError(f"on_task_only: {prompt!r} is not a built-in review prompt (it has no on-task check)")
+            candidates = [j for j in candidates if is_on_task(answers[j], keywords)]
+        if len(candidates) < 2:
+            account.off_task += 1
+            continue
+        best, worst = max(candidates, key=scores.__getitem__), min(candidates, key=scores.__getitem__)
         gap = scores[best] - scores[worst]
         if 0 < gap <= min_gap:
             account.below_gap += 1
@@ -271,8 +322,8 @@ def judged_pairs(
                 prompt,
                 answers[best],
                 answers[worst],
-                max(scores),
-                min(scores),
+                scores[best],
+                scores[worst],
                 sample_scores=[float(score) for score in scores],
             )
         )
@@ -312,12 +363,14 @@ def build_pairs_dataset(settings: PairSettings, path: Path, location: str | None
             settings.max_new_tokens,
             settings.min_gap,
             settings.seed,
+            settings.on_task_only and split == "train",  # held-out prompts stay all there: the win rate reads them
+            settings.complete_only and split == "train",
         )
         Dataset.from_list(rows).to_parquet(path / "data" / f"{name}-00000-of-00001.parquet")
         report["splits"][name] = asdict(account)
         logger.info(
             "%s: %d prompts × %d answers → %d pairs; %d ties (dropped by the recipe), %d below min_gap; "
-            "%d answers truncated",
+            "%d answers truncated; %d prompts without 2 on-task (complete) answers",
             name,
             account.prompts,
             k,
@@ -325,6 +378,7 @@ def build_pairs_dataset(settings: PairSettings, path: Path, location: str | None
             account.ties,
             account.below_gap,
             account.truncated,
+            account.off_task,
         )
     (path / "pairs.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -453,7 +453,7 @@ def _add_pairs_command(commands) -> None:
         "--min-gap",
         type=float,
         default=0.0,
-        help="keep a pair only if best − worst exceeds this (others: counted, not written)",
+        help="training pairs: keep a pair only if best − worst exceeds this (others: counted, not written)",
     )
     make.add_argument(
         "--on-task-only",

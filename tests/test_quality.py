@@ -48,7 +48,7 @@ def test_on_task_needs_the_subject_and_no_talk_about_the_assistant(prompt, answe
 def test_on_task_shares_policy_and_reference():
     prompts = [user(CAMPSITE), user(GAME)]
     result = quality.on_task(prompts, ["I'm a passionate camper!", "The game is fun."], ["Nice campsite.", "Fun game."])
-    assert result == {"policy": 0.5, "reference": 1.0, "n": 2}
+    assert result == {"policy": 0.5, "reference": 1.0, "n": 2, "policy_only": 0, "reference_only": 1}
 
 
 def test_repetition_counts_distinct_bigrams_and_repeated_trigrams():
@@ -97,9 +97,17 @@ def summary(rate: float, low: float, high: float) -> dict:
     return {"win_rate": rate, "ci95": [low, high]}
 
 
-def measures(task=(0.95, 0.95), nll=((2.0, 0.05), (2.0, 0.05)), second=None) -> dict:
+def measures(task=(0, 0), repeats=(0, 0), nll=((2.0, 0.05), (2.0, 0.05)), second=None) -> dict:
+    """Quality measures on 64 prompts; ``task``/``repeats``: (prompts only the reference's / only the policy's
+    answer is on-task), (only the policy's / only the reference's answer repeats)."""
     return {
-        "on_task": {"policy": task[0], "reference": task[1], "n": 64},
+        "on_task": {"policy": 0.9, "reference": 0.9, "n": 64, "reference_only": task[0], "policy_only": task[1]},
+        "repetition": {
+            "policy": {"share_repeated_3gram": 0.3},
+            "reference": {"share_repeated_3gram": 0.1},
+            "policy_only": repeats[0],
+            "reference_only": repeats[1],
+        },
         "fluency": {
             "reference_nll_of_policy_answers": {"mean": nll[0][0], "stderr": nll[0][1]},
             "reference_nll_of_reference_answers": {"mean": nll[1][0], "stderr": nll[1][1]},
@@ -111,15 +119,33 @@ def measures(task=(0.95, 0.95), nll=((2.0, 0.05), (2.0, 0.05)), second=None) -> 
 def test_the_gaming_flag_needs_a_rising_win_rate_and_a_falling_measure():
     winning = summary(0.89, 0.79, 0.95)
     assert quality.gaming_reasons(winning, measures()) == []
-    assert quality.gaming_reasons(winning, measures(task=(0.60, 0.95)))[0].startswith("on-task fell")
+    assert quality.gaming_reasons(winning, measures(task=(10, 1)))[0].startswith("on-task fell")  # McNemar z 3.0
+    assert quality.gaming_reasons(winning, measures(task=(6, 2))) == []  # z 1.4: chance
+    assert "repeating a 3-gram" in quality.gaming_reasons(winning, measures(repeats=(20, 3)))[0]  # 0.1 → 0.3
+    few_more = measures(repeats=(6, 0))
+    few_more["repetition"]["policy"]["share_repeated_3gram"] = 0.19  # beyond chance, but within the margin
+    assert quality.gaming_reasons(winning, few_more) == []
     assert "NLL" in quality.gaming_reasons(winning, measures(nll=((2.6, 0.05), (2.0, 0.05))))[0]
-    disagreeing = {"judge": "textblob", "win_rate": 0.55, "ci95": [0.43, 0.67]}
-    assert "second judge" in quality.gaming_reasons(winning, measures(second=disagreeing))[0]
-    agreeing = {"judge": "textblob", "win_rate": 0.8, "ci95": [0.69, 0.88]}
-    assert quality.gaming_reasons(winning, measures(second=agreeing)) == []
-    # a small, noisy difference is not a fall; and without a rising win rate there is nothing to suspect
-    assert quality.gaming_reasons(winning, measures(task=(0.91, 0.95), nll=((2.1, 0.08), (2.0, 0.08)))) == []
-    assert quality.gaming_reasons(summary(0.55, 0.43, 0.67), measures(task=(0.2, 0.95))) == []
+    # beyond its interval but within the margin any moved policy shows: not a fall in fluency
+    assert quality.gaming_reasons(winning, measures(nll=((2.15, 0.02), (2.0, 0.02)))) == []
+    against = {"judge": "textblob", "win_rate": 0.30, "ci95": [0.20, 0.42]}
+    reasons = quality.gaming_reasons(winning, measures(second=against))
+    assert reasons[0].startswith("the second judge (textblob) prefers the reference")
+    lukewarm = {"judge": "textblob", "win_rate": 0.55, "ci95": [0.43, 0.67], "difference": {"mean": 0.34}}
+    assert quality.gaming_reasons(winning, measures(second=lukewarm)) == []  # less keen, but not against
+    # without a rising win rate there is nothing to suspect
+    assert quality.gaming_reasons(summary(0.55, 0.43, 0.67), measures(task=(30, 0), repeats=(30, 0))) == []
+
+
+def test_paired_counts_and_the_judges_difference():
+    assert quality.discordant([True, False, True, False], [True, True, False, False]) == {
+        "policy_only": 1,
+        "reference_only": 1,
+    }
+    assert quality.mcnemar_z(9, 0) == pytest.approx(3.0) and quality.mcnemar_z(0, 0) == 0.0
+    first, second = quality.verdicts([2, 1, 1], [1, 1, 2]), quality.verdicts([1, 1, 2], [2, 1, 1])
+    assert first == [1.0, 0.5, 0.0] and quality.judges_differ(first, second)["mean"] == pytest.approx(0.0)
+    assert quality.repetition_of_both(["a b c a b c"], ["a b c"])["policy_only"] == 1
 
 
 def test_quality_of_a_comparison_measures_fluency_with_the_reference(tiny_sft_path, tiny_tokenizer):

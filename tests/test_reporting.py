@@ -66,3 +66,28 @@ def test_report_says_why_win_rate_is_missing(tmp_path):
     report = write_report(tmp_path / "report.md", metrics, {}).read_text()
     assert "Not measured: no judge configured" in report
     assert "was not compared with the reference" in summary_paragraph(metrics, "out")
+
+
+def test_the_model_card_says_what_each_check_covered():
+    from dpo_recipes.training.model_card import crosscheck_section
+
+    guard = {
+        "form": "policy with its adapter disabled",
+        "sequences": 8,
+        "max_abs_logp_difference": 1e-5,
+        "bound_at_worst": 4e-4,
+        "max_implicit_reward": 1e-6,
+        "passed": True,
+    }
+    verdict = {
+        "where": "the embedded tiny model, 4 pairs of the toy world, CPU float32",
+        "results": [],
+        "departures": {},
+    }
+    text = "\n".join(crosscheck_section(verdict, guard))
+    assert "first training batch, on this run's own model and device" in text and "adapter disabled" in text
+    assert "on a stand-in, not on this run's model: the embedded tiny model" in text
+    skipped = "\n".join(crosscheck_section({"skipped": "--crosscheck false"}, {"skipped": "resumed from a checkpoint"}))
+    assert (
+        "Reference guard: not run (resumed from a checkpoint)" in skipped and "not run (--crosscheck false)" in skipped
+    )

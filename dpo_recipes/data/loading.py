@@ -342,11 +342,13 @@ def load_preference_splits(
     fmt: str = "conversational",
     on_bad_row: str = "error",
     streaming: bool = False,
+    num_proc: int | None = None,
     **options,
 ) -> dict[str, PreparedSplit]:
     """``splits`` maps a role ("train", "test") to a split name of the raw dataset; ``options`` go to the recipe.
 
-    ``max_rows`` optionally caps how many raw rows of a role are read (the first N, for quick runs).
+    ``max_rows`` optionally caps how many raw rows of a role are read (the first N, for quick runs); ``num_proc``
+    is `prepare`'s.
     """
     prepared = {}
     for role, split in splits.items():
@@ -355,7 +357,8 @@ def load_preference_splits(
         limit = (max_rows or {}).get(role)
         if limit is not None:
             raw = raw.take(limit) if isinstance(raw, IterableDataset) else raw.select(range(min(limit, len(raw))))
-        result = prepare(raw, recipe, f"{dataset_name}[{split}]", fmt=fmt, on_bad_row=on_bad_row, **options)
+        label = f"{dataset_name}[{split}]"
+        result = prepare(raw, recipe, label, fmt=fmt, on_bad_row=on_bad_row, num_proc=num_proc, **options)
         result.rows_read += sum(unreadable.values())
         result.dropped.update(unreadable)
         prepared[role] = result

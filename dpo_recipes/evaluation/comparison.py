@@ -190,7 +190,7 @@ def quality_of(comparison: Comparison, model, tokenizer, ref_model=None, second_
         "fluency": quality.fluency(
             *c.policy_answer_logps(model, tokenizer, ref_model), c.reference_logps, c.policy_ids, c.reference_ids
         ),
-        "repetition": {"policy": quality.repetition(c.policy), "reference": quality.repetition(c.reference)},
+        "repetition": quality.repetition_of_both(c.policy, c.reference),
         "length_controlled_win_rate": quality.length_controlled_win_rate(
             c.policy_rewards, c.reference_rewards, c.policy, c.reference
         ),
@@ -198,11 +198,13 @@ def quality_of(comparison: Comparison, model, tokenizer, ref_model=None, second_
     }
     if second_judge:
         name, judge = second_judge
-        second = win_rate(
-            [judge(p, text) for p, text in zip(c.prompts, c.policy, strict=True)],
-            [judge(p, text) for p, text in zip(c.prompts, c.reference, strict=True)],
+        policy_rewards = [judge(p, text) for p, text in zip(c.prompts, c.policy, strict=True)]
+        reference_rewards = [judge(p, text) for p, text in zip(c.prompts, c.reference, strict=True)]
+        difference = quality.judges_differ(
+            quality.verdicts(c.policy_rewards, c.reference_rewards), quality.verdicts(policy_rewards, reference_rewards)
         )
-        result["second_judge"] = {"judge": name, **second.as_dict()}
+        second = win_rate(policy_rewards, reference_rewards)
+        result["second_judge"] = {"judge": name, **second.as_dict(), "difference": difference}
     result["gaming_reasons"] = quality.gaming_reasons(c.win_rate.as_dict(), result)
     return result
 

@@ -81,9 +81,9 @@ def guard_lines(guard: dict | None) -> list[str]:
         return [f"Reference guard: not run ({guard['skipped']}).", ""]
     return [
         f"**This run's own check (reference guard)**: before the first optimizer step, on {guard['sequences']} "
-        f"sequences of the run's first training batch, on the trained model itself, the policy's log-probs equalled "
-        f"the reference's ({guard['form']}): |log π − log π_ref| ≤ {guard['max_abs_logp_difference']:.2g} nats, "
-        f"within the rounding bound ({guard['bound_at_worst']:.2g} at the closest sequence); implicit rewards "
+        f"sequences of the run's first training batch, on this run's own model and device, the policy's log-probs "
+        f"equalled the reference's ({guard['form']}): |log π − log π_ref| ≤ {guard['max_abs_logp_difference']:.2g} "
+        f"nats, within the rounding bound ({guard['bound_at_worst']:.2g} at the closest sequence); implicit rewards "
         f"started at 0 (|r| ≤ {guard['max_implicit_reward']:.2g}).",
         "",
     ]

@@ -43,8 +43,9 @@ from dpo_recipes.worlds.judges import get_judge, second_judge_name
 logger = logging.getLogger(__name__)
 
 
-def load_splits(script_args: RecipeArguments, seed: int) -> dict:
-    """The train/test splits in TRL's format: one dataset through its recipe, or a mixture of several."""
+def load_splits(script_args: RecipeArguments, seed: int, num_proc: int | None = None) -> dict:
+    """The train/test splits in TRL's format: one dataset through its recipe, or a mixture of several;
+    ``num_proc`` (TRL's ``dataset_num_proc``) worker processes for large splits, default every available core."""
     if script_args.dataset_mixture:
         return mix(script_args.dataset_mixture, script_args.dataset_format, seed, script_args.on_bad_row)
     return load_preference_splits(
@@ -57,6 +58,7 @@ def load_splits(script_args: RecipeArguments, seed: int) -> dict:
         fmt=script_args.dataset_format,
         on_bad_row=script_args.on_bad_row,
         streaming=script_args.dataset_streaming,
+        num_proc=num_proc,
         **recipe_options(script_args),
     )
 
@@ -118,7 +120,7 @@ def run(script_args: RecipeArguments, training_args: DPOConfig, model_args: Mode
     threads = configure_threads(script_args.torch_threads)
     resume = checkpoint_to_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     with timed(phases, "data"):  # the recipe, and on first use the embedded pairs (sampling and judging)
-        splits = load_splits(script_args, training_args.seed)
+        splits = load_splits(script_args, training_args.seed, training_args.dataset_num_proc)
         check_data(splits, tokenizer, script_args.on_bad_row, script_args.escape_special_tokens)
     with timed(phases, "trainer"):  # the model, the tokenized data and the reference log-probs
         trainer = build_trainer(script_args, training_args, model_args, splits, tokenizer)
@@ -271,7 +273,7 @@ def write_reference_logps(
     with ``reference_logps`` to read; the file's key (what the numbers depend on) is returned."""
     configure_threads(script_args.torch_threads)
     tokenizer = check_run(script_args, training_args, model_args)
-    splits = load_splits(script_args, training_args.seed)
+    splits = load_splits(script_args, training_args.seed, training_args.dataset_num_proc)
     check_data(splits, tokenizer, script_args.on_bad_row, script_args.escape_special_tokens)
     script_args = dataclasses.replace(script_args, reference_logps=None)
     config = trl_internals.trainer_config(training_args, precompute_ref_log_probs=True)

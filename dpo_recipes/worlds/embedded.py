@@ -127,7 +127,9 @@ REVIEW_PAIR_SETTINGS = pairs.PairSettings(model=SMOLLM2, judge="vader")
 # The same samples (the answer cache holds them), best and worst among the answers that are on-task and complete:
 # the pairs then teach positive reviews, not leaving the subject or looping to the length limit (the main job;
 # the pairs above make the gamed preset)
-ON_TASK_PAIR_SETTINGS = pairs.PairSettings(model=SMOLLM2, judge="vader", k=8, on_task_only=True, complete_only=True)
+ON_TASK_PAIR_SETTINGS = pairs.PairSettings(
+    model=SMOLLM2, judge="vader", k=8, min_gap=0.8, on_task_only=True, complete_only=True
+)
 
 
 def build_review_pairs(path: Path, settings: pairs.PairSettings = REVIEW_PAIR_SETTINGS) -> None:

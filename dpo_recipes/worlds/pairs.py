@@ -205,7 +205,7 @@ class PairSettings:
     k_test: int = 2  # per held-out prompt (only the implicit-reward evaluation reads them)
     temperature: float = 0.7
     max_new_tokens: int = 48
-    min_gap: float = 0.0  # the best must beat the worst by more than this, else the pair is a counted tie
+    min_gap: float = 0.0  # train: the best must beat the worst by more than this, else the pair is counted, not written
     on_task_only: bool = False  # built-in train prompts: best and worst among the answers that do what was asked
     complete_only: bool = False  # train prompts: best and worst among the answers that ended before max_new_tokens
     seed: int = 0
@@ -361,9 +361,9 @@ def build_pairs_dataset(settings: PairSettings, path: Path, location: str | None
             k,
             settings.temperature,
             settings.max_new_tokens,
-            settings.min_gap,
+            settings.min_gap if split == "train" else 0.0,
             settings.seed,
-            settings.on_task_only and split == "train",  # held-out prompts stay all there: the win rate reads them
+            settings.on_task_only and split == "train",  # held-out prompts all stay: the win rate reads them
             settings.complete_only and split == "train",
         )
         Dataset.from_list(rows).to_parquet(path / "data" / f"{name}-00000-of-00001.parquet")

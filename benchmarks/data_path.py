@@ -127,7 +127,8 @@ def main() -> None:
         "|---|---|---|---|",
         f"| plain `datasets` load + map + to_json | {plain['seconds']:.1f} s | {plain['peak_rss_mib']:.0f} MiB | 1 |",
         f"| `dpo-recipes data convert` | {convert['seconds']:.1f} s | {convert['peak_rss_mib']:.0f} MiB "
-        f"| **{results['convert']['time_ratio']:.2f}×** time (target ≤ 2), **{memory_ratio:.2f}×** memory (target ≤ 1.5) |",
+        f"| **{results['convert']['time_ratio']:.2f}×** time (target ≤ 2), **{memory_ratio:.2f}×** memory "
+        "(target ≤ 1.5) |",
         f"| `dpo-recipes data doctor` (no tokenizer) | {doctor['seconds']:.1f} s | {doctor['peak_rss_mib']:.0f} MiB "
         f"| **{results['doctor']['rows_per_s']:,.0f} rows/s** (target ≥ 5,000) |",
     ]

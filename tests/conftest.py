@@ -90,6 +90,32 @@ def tiny_lora(**changes):
     return ModelConfig(**{**settings, "lora_target_modules": ["q_proj", "v_proj"], **changes})
 
 
+def tiny_trainer(tmp_path, pairs, model_args=None, eval_pairs=None, reference_logps=None, **settings):
+    """A DPOTrainer on CPU over ``pairs`` (default policy: `tiny_lora`): batches of 4, 3 steps at 5e-3, logs every
+    step, max_length 96; ``settings`` override DPOConfig fields."""
+    from trl import DPOConfig
+
+    from dpo_recipes.trainer.build import build_dpo_trainer
+
+    args = DPOConfig(
+        output_dir=str(tmp_path / "run"),
+        **{
+            "per_device_train_batch_size": 4,
+            "max_steps": 3,
+            "learning_rate": 5e-3,
+            "bf16": False,
+            "use_cpu": True,
+            "report_to": "none",
+            "save_strategy": "no",
+            "logging_steps": 1,
+            "seed": 0,
+            "max_length": 96,
+            **settings,
+        },
+    )
+    return build_dpo_trainer(model_args or tiny_lora(), args, pairs, eval_pairs, reference_logps=reference_logps)
+
+
 # Two trainings that differ only in how they sum (sharded or not, packed or padded) compute gradients equal up to
 # float32 rounding of the sums over a batch: about 1e-6 of a gradient's size on the tiny model (the cross-check's
 # float32 gradient agreement). With an optimizer whose update is linear in the gradients (AdamW with

@@ -4,7 +4,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from dpo_recipes.core.errors import ConfigError
-from dpo_recipes.core.generation import generate
+from dpo_recipes.core.generation import decode, generate_ids
 from dpo_recipes.core.scoring import as_reference
 from dpo_recipes.evaluation.comparison import (
     compare_with_reference,
@@ -43,7 +43,7 @@ def test_unique_prompts_keeps_order_and_limit():
 def test_reference_of_a_lora_policy_is_the_base_with_the_adapter_disabled(tiny_sft_path, tiny_tokenizer):
     base = AutoModelForCausalLM.from_pretrained(tiny_sft_path)
     prompts = [[{"role": "user", "content": f"Describe the {s}."}] for s in ("red fox", "white forest", "blue lamp")]
-    base_answers = generate(base, tiny_tokenizer, prompts, max_new_tokens=16)
+    base_answers = decode(tiny_tokenizer, generate_ids(base, tiny_tokenizer, prompts, max_new_tokens=16))
 
     policy = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     with torch.no_grad():

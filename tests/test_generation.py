@@ -99,3 +99,20 @@ def test_the_weights_key_moves_with_any_weight_and_ignores_a_disabled_adapter(ti
     with torch.no_grad():
         next(p for n, p in policy.named_parameters() if "lora_" not in n).view(-1)[7] += 1e-3
     assert weights_key(policy, adapter_disabled=True) != adapter_key
+
+
+def test_the_weights_key_does_not_depend_on_the_chunk_size(tiny_sft_path, monkeypatch):
+    model = AutoModelForCausalLM.from_pretrained(tiny_sft_path)
+    whole = weights_key(model)
+    monkeypatch.setattr(generation, "WEIGHTS_CHUNK", 1000)  # every large tensor in many chunks
+    assert weights_key(model) == whole
+
+
+def test_a_damaged_cache_file_is_regenerated_not_trusted(tiny, tiny_tokenizer, tmp_path):
+    cache = GenerationCache(tmp_path)
+    first = cache.generate_ids(tiny, tiny_tokenizer, PROMPTS, 10, 1.0, seed=0)
+    (path,) = tmp_path.glob("*.json")
+    path.write_text(path.read_text()[:40])  # cut short, as a full disk or a hand edit would leave it
+    assert cache.generate_ids(tiny, tiny_tokenizer, PROMPTS, 10, 1.0, seed=0) == first
+    path.write_text('["not", "a", "cache"]')
+    assert cache.generate_ids(tiny, tiny_tokenizer, PROMPTS, 10, 1.0, seed=0) == first

@@ -13,7 +13,7 @@ from dpo_recipes.trainer.build import build_dpo_trainer
 from dpo_recipes.trainer.reference_logps import read_reference_logps, save_reference_logps
 from dpo_recipes.worlds import embedded
 
-from .conftest import tiny_lora
+from .conftest import tiny_lora, tiny_trainer
 
 MODEL = tiny_lora()
 
@@ -24,20 +24,7 @@ def pairs(uncached_pairs):
 
 
 def _trainer(tmp_path, pairs, reference_logps=None, eval_pairs=None, **settings):
-    args = DPOConfig(
-        output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=4,
-        max_steps=3,
-        learning_rate=5e-3,
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
-        **{"max_length": 96, **settings},
-    )
-    return build_dpo_trainer(MODEL, args, pairs, eval_pairs, reference_logps=reference_logps)
+    return tiny_trainer(tmp_path, pairs, MODEL, eval_pairs, reference_logps, **settings)
 
 
 @pytest.fixture(scope="module")

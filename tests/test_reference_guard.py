@@ -4,14 +4,12 @@ line naming the likely cause, in each form the reference takes; a correct refere
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
-from trl import DPOConfig
 
-from dpo_recipes.trainer.build import build_dpo_trainer
-from dpo_recipes.trainer.reference_guard import ReferenceMismatch, check_reference
 from dpo_recipes.trainer.reference_logps import save_reference_logps
+from dpo_recipes.training.reference_guard import ReferenceMismatch, check_reference
 from dpo_recipes.worlds import embedded
 
-from .conftest import tiny_lora
+from .conftest import tiny_lora, tiny_trainer
 
 
 @pytest.fixture(scope="module")
@@ -20,18 +18,7 @@ def pairs(uncached_pairs):
 
 
 def _trainer(tmp_path, pairs, model_args=None, reference_logps=None, **settings):
-    args = DPOConfig(
-        output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=4,
-        max_steps=1,
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        max_length=96,
-        **settings,
-    )
-    return build_dpo_trainer(model_args or tiny_lora(), args, pairs, reference_logps=reference_logps)
+    return tiny_trainer(tmp_path, pairs, model_args, reference_logps=reference_logps, **settings)
 
 
 def _plant_column(trainer, shift: float) -> None:

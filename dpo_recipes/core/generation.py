@@ -128,25 +128,13 @@ def decode(tokenizer, ids: list[list[int]]) -> list[str]:
     return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
-def generate(
-    model,
-    tokenizer,
-    prompts: list[Messages],
-    max_new_tokens: int = 48,
-    temperature: float = 0.0,
-    seed: int = 0,
-    desc: str = "Generating",
-) -> list[str]:
-    """Completion texts (see `generate_ids`)."""
-    return decode(tokenizer, generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, seed, desc=desc))
-
-
 def completion_logps(model, tokenizer, prompts: list[Messages], completions: list[list[int]]) -> torch.Tensor:
     """log π(y|x) (float64, summed over completion tokens) of given completion token ids after chat prompts."""
     sequences = [generated_token_ids(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
     return sequence_logps(model, sequences, tokenizer.pad_token_id)
 
 
+WEIGHTS_CHUNK = 2**22  # elements: 32 MB of float64 at a time, even for a 7B model's embedding on a small GPU
 ADAPTER_NAMES = ("lora_", "modules_to_save")  # peft's adapter tensors: not part of the weights it disables them to
 
 
@@ -157,17 +145,22 @@ def base_name(name: str) -> str:
 
 
 def weights_key(model, adapter_disabled: bool = False) -> str:
-    """A key of a model's current weights: every tensor's name, shape, dtype and three float64 moments, computed
-    where the weights are; any optimizer step moves it. With ``adapter_disabled`` (the reference of a LoRA run)
+    """A key of a model's current weights: every tensor's name, shape, dtype and three float64 moments to 12
+    significant digits (independent of how the sums are ordered: chunks, threads, kernels), computed where the
+    weights are; any optimizer step moves it. With ``adapter_disabled`` (the reference of a LoRA run)
     the adapter's tensors are left out: the key is the base's."""
     digest = hashlib.sha256()
     with torch.no_grad():
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
             if adapter_disabled and any(part in name for part in ADAPTER_NAMES):
                 continue
-            values = tensor.detach().double().flatten()
-            ramp = torch.linspace(-1.0, 1.0, values.numel(), dtype=torch.float64, device=values.device)
-            moments = torch.stack([values.sum(), values.square().sum(), (values * ramp).sum()]).tolist()
+            moments = torch.zeros(3, dtype=torch.float64, device=tensor.device)
+            flat, size = tensor.detach().flatten(), tensor.numel()
+            for start in range(0, size, WEIGHTS_CHUNK):  # float64 copies of one chunk at a time, not the tensor
+                values = flat[start : start + WEIGHTS_CHUNK].double()
+                ramp = torch.arange(start, start + len(values), dtype=torch.float64, device=values.device) / size
+                moments += torch.stack([values.sum(), values.square().sum(), (values * ramp).sum()])
+            moments = [f"{value:.12g}" for value in moments.tolist()]  # the order of a sum moves the last digits
             digest.update(json.dumps([base_name(name), list(tensor.shape), str(tensor.dtype), moments]).encode())
     return digest.hexdigest()[:16]
 
@@ -181,6 +174,21 @@ class GenerationCache:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
+
+    @staticmethod
+    def _read(path: Path) -> dict | None:
+        """The stored answers, or None: a missing file, or one that is not this cache's (damaged, or edited by
+        hand) is regenerated, with a warning, never trusted."""
+        if not path.is_file():
+            return None
+        try:
+            stored = json.loads(path.read_text())
+            if isinstance(stored, dict) and isinstance(stored.get("answers"), dict):
+                return stored
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            pass
+        logger.warning("Answer cache %s is unreadable: generating its answers again", path)
+        return None
 
     def generate_ids(
         self,
@@ -200,7 +208,7 @@ class GenerationCache:
         ``model``), the log-probs computed once per answer too."""
         settings = [weights_key(model, adapter_disabled), str(model.device), temperature, seed, max_new_tokens]
         path = self.directory / (hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16] + ".json")
-        stored = json.loads(path.read_text()) if path.is_file() else {"settings": settings, "answers": {}}
+        stored = self._read(path) or {"settings": settings, "answers": {}}
         logps = stored.setdefault("logps", {})
         texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
         keys = [[json.dumps([text, draw]) for draw in range(samples_per_prompt)] for text in texts]

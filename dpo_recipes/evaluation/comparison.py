@@ -17,24 +17,10 @@ import torch
 from dpo_recipes.core.generation import answer_cache, completion_logps, decode, generate_ids
 from dpo_recipes.core.scoring import as_reference
 from dpo_recipes.evaluation import quality
+from dpo_recipes.evaluation.quality import Estimate, mean_and_stderr
 from dpo_recipes.worlds.judges import Judge, Messages
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Estimate:
-    mean: float
-    stderr: float
-
-    def as_dict(self) -> dict:
-        return {"mean": self.mean, "stderr": self.stderr}
-
-
-def mean_and_stderr(values: torch.Tensor) -> Estimate:
-    values = values.double()
-    stderr = values.std(unbiased=True).item() / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return Estimate(values.mean().item(), stderr)
 
 
 def kl_to_reference(model, tokenizer, prompts: list[Messages], samples: list[list[int]], ref_model=None) -> Estimate:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import torch
 
@@ -105,18 +106,26 @@ def repetition_of_both(policy: list[str], reference: list[str]) -> dict:
 def judges_differ(first: list[float], second: list[float]) -> dict:
     """Per prompt, each judge's verdict (1 win, ½ tie, 0 loss); the mean of first − second and its stderr: a
     paired comparison of the two win rates on the same answers."""
-    return mean_with_stderr([a - b for a, b in zip(first, second, strict=True)])
+    return mean_and_stderr(torch.tensor([a - b for a, b in zip(first, second, strict=True)])).as_dict()
 
 
 def verdicts(policy_rewards: list[float], reference_rewards: list[float]) -> list[float]:
     return [(p > r) + 0.5 * (p == r) for p, r in zip(policy_rewards, reference_rewards, strict=True)]
 
 
-def mean_with_stderr(values: list[float]) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    variance = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else float("nan")
-    return {"mean": mean, "stderr": math.sqrt(variance / n)}
+@dataclass
+class Estimate:
+    mean: float
+    stderr: float
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "stderr": self.stderr}
+
+
+def mean_and_stderr(values: torch.Tensor) -> Estimate:
+    values = values.double()
+    stderr = values.std(unbiased=True).item() / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return Estimate(values.mean().item(), stderr)
 
 
 def per_token_nll(sums: torch.Tensor, ids: list[list[int]]) -> list[float]:
@@ -129,9 +138,13 @@ def fluency(policy_own, reference_of_policy, reference_own, policy_ids, referenc
     (``reference_of_policy``) and under the policy (``policy_own``), and of the reference's own answers under the
     reference (``reference_own``: the level to compare with)."""
     return {
-        "reference_nll_of_policy_answers": mean_with_stderr(per_token_nll(reference_of_policy, policy_ids)),
-        "reference_nll_of_reference_answers": mean_with_stderr(per_token_nll(reference_own, reference_ids)),
-        "policy_nll_of_policy_answers": mean_with_stderr(per_token_nll(policy_own, policy_ids)),
+        "reference_nll_of_policy_answers": mean_and_stderr(
+            torch.tensor(per_token_nll(reference_of_policy, policy_ids))
+        ).as_dict(),
+        "reference_nll_of_reference_answers": mean_and_stderr(
+            torch.tensor(per_token_nll(reference_own, reference_ids))
+        ).as_dict(),
+        "policy_nll_of_policy_answers": mean_and_stderr(torch.tensor(per_token_nll(policy_own, policy_ids))).as_dict(),
     }
 
 

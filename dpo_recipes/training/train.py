@@ -28,13 +28,13 @@ from dpo_recipes.data.mixing import mix
 from dpo_recipes.evaluation.comparison import compare_across_temperatures, unique_prompts
 from dpo_recipes.evaluation.reporting import plot_training_curves, summary_paragraph, write_metrics, write_report
 from dpo_recipes.trainer.build import build_dpo_trainer, policy_kind
-from dpo_recipes.trainer.reference_guard import check_reference
 from dpo_recipes.trainer.reference_logps import read_reference_logps, save_reference_logps, trainer_splits
 from dpo_recipes.training.arguments import RecipeArguments, ReferenceFileArguments, with_device_precision
 from dpo_recipes.training.model_card import write_model_card
 from dpo_recipes.training.monitoring import LikelihoodDisplacementMonitor
 from dpo_recipes.training.preflight import check_data, check_run, evaluates_on_train_rows, recipe_options
 from dpo_recipes.training.presets import with_preset_configs
+from dpo_recipes.training.reference_guard import check_reference
 from dpo_recipes.training.retired_options import check_removed, ignored_warnings
 from dpo_recipes.training.run_directory import checkpoint_to_resume, output_dir_lock, save_final_model
 from dpo_recipes.training.sharing import make_adapter_config_portable, push_folder

@@ -8,22 +8,22 @@ disabled, a separate reference model, or the stored ``ref_*_logps`` of precomput
 — on the same padded batch, and stops the run with one line naming the likely cause when they differ beyond the
 rounding bound. It is the cross-check of the run itself, on the real model and device, for one forward pass.
 
-The bound follows `dpo_recipes.crosscheck.tolerances`: per-token noise σ_t from the layout (measured: the policy
-run again one sequence at a time), the rounding of the logits to their dtype, and a float32 floor for the depth,
-in quadrature; a sequence's bound is λ·√(Σ_t σ_t²) with λ = 6.
+The bound is `dpo_recipes.crosscheck.tolerances`' noise model: per-token noise σ_t from the layout (measured: the
+policy run again one sequence at a time), the rounding of the logits to their dtype, and a float32 floor for the
+depth, in quadrature (`token_noise`); a sequence's bound is λ·√(Σ_t σ_t²) with λ = 6, its sum weighted as LD-DPO
+weights it when ``ld_alpha`` is set (`ld_sequence`).
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 
 import torch
 
 from dpo_recipes.core.errors import UserError
 from dpo_recipes.core.scoring import token_logps
-
-LAMBDA = 6.0
-U32 = torch.finfo(torch.float32).eps / 2
+from dpo_recipes.crosscheck.logprobs import ld_sequence
+from dpo_recipes.crosscheck.tolerances import LAMBDA, U32, token_noise
 
 
 class ReferenceMismatch(UserError):
@@ -47,17 +47,6 @@ LIKELY_CAUSES = {
     "policy with its adapter disabled": "an adapter already trained (a trained adapter loaded as the policy, or "
     "init_lora_weights false)",
 }
-
-
-def _ld_weighted(per_token: torch.Tensor, mask: torch.Tensor, ld_alpha: float | None) -> torch.Tensor:
-    """Sequence sums as TRL forms them: plain, or LD-DPO's shared prefix + α·tail (Liu et al. 2024, Eq. 9)."""
-    if ld_alpha is None:
-        return (per_token * mask).sum(dim=1)
-    position = mask.cumsum(dim=1)
-    chosen, rejected = mask.sum(dim=1).chunk(2)
-    shared = torch.minimum(chosen, rejected).repeat(2)[:, None]
-    inside = (position > 0) & (position <= shared)
-    return (per_token * mask * inside).sum(dim=1) + ld_alpha * (per_token * mask * (position > shared)).sum(dim=1)
 
 
 def _one_at_a_time(model, batch: dict) -> torch.Tensor:
@@ -98,13 +87,14 @@ def check_reference(trainer, rows: int | None = None, reference_file: str | None
         model.train(was_training)
     mask = policy.mask
     layout_sd = float(((policy.logps - alone) * mask).pow(2).sum().div(mask.sum().clamp(min=1)).sqrt())
-    depth = model.config.get_text_config().num_hidden_layers
-    floor = U32 * policy.max_logit * math.sqrt(2 * depth + 1)
-    token_sd = (layout_sd**2 + policy.rounding**2 + floor**2).sqrt() * mask
+    token_sd = token_noise(layout_sd, policy, model.config.get_text_config().num_hidden_layers)
     ld_alpha = getattr(trainer.args, "ld_alpha", None)
-    bounds = LAMBDA * _ld_weighted(token_sd.pow(2), mask, None if ld_alpha is None else ld_alpha**2).sqrt()
-    bounds = bounds + 4 * U32 * reference.abs()  # the float32 sum TRL stores
-    difference = _ld_weighted(policy.logps, mask, ld_alpha) - reference.to(policy.logps.device)
+    if ld_alpha is None:  # sequence sums as TRL forms them, and the variance of each (independent token errors)
+        sums, variance = policy.sequence(), token_sd.pow(2).sum(dim=1)
+    else:
+        sums, variance = ld_sequence(policy, ld_alpha), ld_sequence(replace(policy, logps=token_sd.pow(2)), ld_alpha**2)
+    bounds = LAMBDA * variance.sqrt() + 4 * U32 * reference.abs()  # + the float32 sum TRL stores
+    difference = sums - reference.to(sums.device)
     worst = int((difference.abs() / bounds).argmax())
     result = {
         "form": form,

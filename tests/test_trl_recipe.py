@@ -179,23 +179,3 @@ def test_a_message_prompt_with_text_completions_is_refused_not_dropped():
     row = {"prompt": [{"role": "user", "content": "Name a colour."}], "chosen": "Blue.", "rejected": "Red."}
     with pytest.raises(BadRow, match="a message-list prompt with text completions"):
         trl(row)
-
-
-def test_passed_through_columns_of_any_type_survive_the_conversion():
-    """The trl recipe passes extra columns through; real data carries bytes and timestamps in them, which the
-    one-pass conversion must carry too (it stores each converted row in one binary column)."""
-    import datetime
-
-    from datasets import Dataset
-
-    from dpo_recipes.data import prepare
-
-    when = datetime.datetime(2024, 5, 1, 12, 30)
-    rows = [
-        {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Red.", "raw": b"\x00\xffid", "at": when},
-        {"prompt": "Name a fruit.", "chosen": "Apple.", "rejected": "Apple.", "raw": b"", "at": when},  # a tie
-    ]
-    prepared = prepare(Dataset.from_list(rows), "trl", "typed", fmt="standard")
-    assert prepared.rows_read == 2 and sum(prepared.dropped.values()) == 1
-    (row,) = prepared.dataset.to_list()
-    assert row["raw"] == b"\x00\xffid" and row["at"] == when and row["chosen"] == "Blue."

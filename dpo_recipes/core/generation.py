@@ -128,6 +128,19 @@ def decode(tokenizer, ids: list[list[int]]) -> list[str]:
     return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
+def generate(
+    model,
+    tokenizer,
+    prompts: list[Messages],
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int = 0,
+    desc: str = "Generating",
+) -> list[str]:
+    """Completion texts (see `generate_ids`): the notebook's side-by-side cell calls it."""
+    return decode(tokenizer, generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, seed, desc=desc))
+
+
 def completion_logps(model, tokenizer, prompts: list[Messages], completions: list[list[int]]) -> torch.Tensor:
     """log π(y|x) (float64, summed over completion tokens) of given completion token ids after chat prompts."""
     sequences = [generated_token_ids(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]

@@ -23,12 +23,12 @@ from pathlib import Path
 import yaml
 
 from dpo_recipes.core.errors import UserError, debugging, yaml_problem
-from dpo_recipes.crosscheck.runner import CheckData
+from dpo_recipes.crosscheck.check_data import CheckData
 from dpo_recipes.data import FORMATS, RECIPES, get_recipe, load_preference_splits
 from dpo_recipes.data.doctor import diagnose
 from dpo_recipes.data.export import TARGETS
 from dpo_recipes.data.registry import BAD_ROW_POLICIES
-from dpo_recipes.evaluation.run_eval import MAX_PAIRS
+from dpo_recipes.evaluation import MAX_PAIRS
 from dpo_recipes.training.presets import accelerate_configs, describe, presets, resolve_config
 
 

@@ -12,8 +12,9 @@ LAYERS = ["core", "worlds", "data", "evaluation", "trainer", "crosscheck", "trai
 TOP_LEVEL = {"cli", "__main__", ""}  # the modules beside the packages: the command line, and the package itself
 
 # The cross-check's value is its independence from TRL: its from-scratch side reaches no module that imports TRL,
-# directly or through another module. Only these three put TRL's trainer beside it.
-CROSSCHECK_TRL_SIDE = {"crosscheck.verify", "crosscheck.paths", "crosscheck.runner"}
+# directly or through another module. Only these three put TRL's trainer beside it, and check_data loads the fixed
+# batch through the data recipes (the trl recipe compares its prompt split with TRL's extract_prompt).
+CROSSCHECK_TRL_SIDE = {"crosscheck.verify", "crosscheck.paths", "crosscheck.runner", "crosscheck.check_data"}
 
 
 def module_name(path: Path) -> str:
@@ -191,3 +192,21 @@ def test_the_formatter_is_the_style_without_exceptions():
     ]
     marker = "fmt: " + "skip"  # spelled apart, so this file does not hold it
     assert [str(p.relative_to(root)) for p in sources if marker in p.read_text()] == []
+
+
+def test_the_command_line_and_a_data_conversion_import_no_torch(tmp_path):
+    """`dpo-recipes data convert` runs at the speed of `datasets` (benchmarks/data_path.py): importing torch,
+    transformers, peft or accelerate would cost it seconds and hundreds of MiB before the first row."""
+    import subprocess
+    import sys
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "hh_rlhf.jsonl"
+    argv = ["data", "convert", str(fixture), "--recipe", "hh_rlhf", "--split", "train", "--on-bad-row", "skip"]
+    code = (
+        f"import sys\nfrom dpo_recipes.cli import main\nmain({[*argv, str(tmp_path / 'out')]!r})\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "HEAVY []"
+    assert any((tmp_path / "out").iterdir())

@@ -179,3 +179,27 @@ def test_a_message_prompt_with_text_completions_is_refused_not_dropped():
     row = {"prompt": [{"role": "user", "content": "Name a colour."}], "chosen": "Blue.", "rejected": "Red."}
     with pytest.raises(BadRow, match="a message-list prompt with text completions"):
         trl(row)
+
+
+def test_passed_through_columns_of_any_type_survive_the_conversion():
+    """The trl recipe passes extra columns through; real data carries bytes and timestamps in them, which JSON
+    cannot hold. `prepare` names such columns instead of encoding them, so they keep their Arrow type."""
+    import datetime
+
+    from datasets import Dataset
+
+    from dpo_recipes.data import prepare
+
+    when = datetime.datetime(2024, 5, 1, 12, 30)
+    rows = [
+        {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Red.", "raw": b"\x00\xffid", "at": when},
+        {"prompt": "Name a fruit.", "chosen": "Apple.", "rejected": "Apple.", "raw": b"", "at": when},  # a tie
+    ]
+    for raw in (Dataset.from_list(rows), Dataset.from_list(rows).to_iterable_dataset()):
+        prepared = prepare(raw, "trl", "typed", fmt="standard")
+        (row,) = list(prepared.dataset)
+        assert row["raw"] == b"\x00\xffid" and row["at"] == when and row["chosen"] == "Blue."
+        assert list(row) == ["prompt", "chosen", "rejected", "raw", "at", "prompt_split"]
+        assert prepared.rows_read == 2 and sum(prepared.dropped.values()) == 1
+    converted = prepare(Dataset.from_list(rows), "trl", "typed", fmt="standard").dataset
+    assert converted.features["at"].dtype == "timestamp[us]" and converted.features["raw"].dtype == "binary"

@@ -22,9 +22,8 @@ members change without notice between releases.
 from __future__ import annotations
 
 import copy
+from importlib import metadata
 
-import accelerate
-import trl
 from packaging.version import Version
 
 SUPPORTED = {"trl": (Version("1.16"), Version("1.17")), "accelerate": (Version("1.10"), Version("2"))}
@@ -40,7 +39,8 @@ def unsupported_versions(installed: dict[str, str]) -> list[str]:
     return problems
 
 
-_problems = unsupported_versions({"trl": trl.__version__, "accelerate": accelerate.__version__})
+# the installed versions, read without importing accelerate (it imports torch: the data path needs neither)
+_problems = unsupported_versions({name: metadata.version(name) for name in SUPPORTED})
 if _problems:
     raise ImportError(
         f"dpo_recipes.core.trl_internals uses private members of {', '.join(_problems)}; install the supported "

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from trl import DPOConfig, ModelConfig
@@ -17,6 +17,7 @@ from dpo_recipes.core.files import atomic_write_text
 from dpo_recipes.core.runtime import single_process_environment
 from dpo_recipes.crosscheck import paths
 from dpo_recipes.crosscheck.batches import own_batch
+from dpo_recipes.crosscheck.check_data import CheckData
 from dpo_recipes.crosscheck.verify import (
     CONVENTIONS,
     DEPARTURES,
@@ -25,10 +26,8 @@ from dpo_recipes.crosscheck.verify import (
     Setting,
     verify,
 )
-from dpo_recipes.data import load_preference_splits
 from dpo_recipes.trainer.build import build_dpo_trainer
 from dpo_recipes.trainer.reference_logps import attach_reference_logps
-from dpo_recipes.worlds import embedded
 
 LOSS_TYPES = (
     "sigmoid",
@@ -150,28 +149,6 @@ def _move_away_from_reference(model) -> None:
             if param.requires_grad:
                 std = 0.2 if "lora_" in name else 0.02
                 param.add_(torch.randn(param.shape, generator=generator).to(param) * std)
-
-
-@dataclass(frozen=True)
-class CheckData:
-    """Where the fixed batch comes from. The defaults, the embedded model and world, are those of
-    `dpo-recipes crosscheck` and of the check every run makes of its own loss settings."""
-
-    model: str = embedded.TINY_SFT
-    dataset: str = embedded.WORLD
-    recipe: str = "ultrafeedback_binarized"
-    split: str = "test_prefs"
-    n_pairs: int = 8
-    max_length: int | None = 1024  # TRL's default
-    truncation_mode: str = "keep_start"
-
-    def pairs(self, start: int = 0):
-        """``n_pairs`` kept pairs of the split from the ``start``-th on (4× as many raw rows are read, to allow for
-        drops)."""
-        end = start + self.n_pairs
-        splits = load_preference_splits(self.dataset, self.recipe, {"batch": self.split}, max_rows={"batch": 4 * end})
-        data = splits["batch"].dataset
-        return data.select(range(min(start, len(data)), min(end, len(data))))
 
 
 def fixed_batch(trainer) -> dict:

@@ -15,7 +15,6 @@ import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from dpo_recipes.core.scoring import trl_token_ids
 from dpo_recipes.data.leaks import Leak, find_leaks
 from dpo_recipes.data.loading import load_preference_splits
 from dpo_recipes.data.messages import visible
@@ -110,6 +109,8 @@ def _completion_lengths(row: dict, tokenizer) -> tuple[int, int]:
     in characters without a tokenizer."""
     if tokenizer is None:
         return len(_text(row["chosen"])), len(_text(row["rejected"]))
+    from dpo_recipes.core.scoring import trl_token_ids  # torch: only the tokenizer checks need it
+
     chosen, rejected = (trl_token_ids(tokenizer, row["prompt"], row[side]) for side in ("chosen", "rejected"))
     return len(chosen[1]) - len(chosen[0]), len(rejected[1]) - len(rejected[0])
 
@@ -144,6 +145,8 @@ def _check_turns(rows: list[dict]) -> TurnChecks:
 
 
 def _check_tokens(rows: list[dict], tokenizer, max_length: int | None) -> TokenChecks:
+    from dpo_recipes.core.scoring import trl_token_ids
+
     checks = TokenChecks(max_length)
     characters = tokens = 0
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id

@@ -16,11 +16,10 @@ Real transcripts are not always regular, and the recipe says what it does with e
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Literal
 
-from dpo_recipes.data.messages import message, preference_row, text, visible
+from dpo_recipes.data.messages import common_prefix, message, preference_row, text, visible
 from dpo_recipes.data.registry import BadRow, DropRow, register
 
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
@@ -46,7 +45,7 @@ def split_transcripts(chosen: str, rejected: str) -> tuple[str, str, str]:
     for field, transcript in (("chosen", chosen), ("rejected", rejected)):
         if not transcript.startswith(HUMAN):
             raise BadRow(field, f"transcript does not start with {HUMAN!r}", repr(transcript[:40]))
-    shared = os.path.commonprefix([chosen, rejected])
+    shared = common_prefix(chosen, rejected)
     cut = shared.rfind(ASSISTANT)
     if cut < 0:
         raise BadRow("chosen", "no assistant turn shared by chosen and rejected")

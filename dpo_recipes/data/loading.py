@@ -19,7 +19,6 @@ from datasets import Dataset, Features, IterableDataset, Value, load_dataset
 
 from dpo_recipes.core.errors import ConfigError, unavailable
 from dpo_recipes.data.registry import PreparedSplit, RecipeError, prepare
-from dpo_recipes.worlds import embedded
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -39,6 +38,16 @@ def csv_as_text(path: Path) -> dict:
 
 # Compressed text files, read as datasets reads them (HH-RLHF ships as train.jsonl.gz); zstd needs `zstandard`.
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
+
+
+def _local(name_or_path: str) -> str:
+    """An existing path as given; otherwise the embedded artifact's path if it names one. (The embedded builders
+    import torch and transformers, which a local data file never needs.)"""
+    if Path(name_or_path).expanduser().exists():
+        return name_or_path
+    from dpo_recipes.worlds import embedded
+
+    return embedded.resolve(name_or_path)
 
 
 def data_suffix(path: Path) -> str:
@@ -136,8 +145,9 @@ def _json_problem(line: str) -> tuple[str, str] | tuple[None, dict]:
         return "not a JSON object", f"a JSON {type(record).__name__}"
     if _depth(record) >= MAX_DEPTH:
         return "not valid JSON", f"nested more than {MAX_DEPTH} levels deep"
-    try:
-        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    try:  # a surrogate can only come from an escape, so only a line with "\\u" can hold a lone one
+        if "\\u" in line:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as error:
         return "not valid JSON", f"lone surrogate U+{ord(error.object[error.start]):04X} (an escape no text can hold)"
     return None, record
@@ -145,13 +155,22 @@ def _json_problem(line: str) -> tuple[str, str] | tuple[None, dict]:
 
 @dataclass
 class Record:
-    """One row as the loader will see it: where it is in the file, what a cleaned copy writes for it, its parsed
-    fields (for the type check), and why it cannot become a row (reason, detail), if it cannot."""
+    """One row as the loader will see it: where it is in the file, what a cleaned copy writes for it, the JSON
+    kind of each field (for the type check; the parsed values are not kept: a large file would be held twice),
+    and why it cannot become a row (reason, detail), if it cannot."""
 
     where: str
     raw: object
-    fields: dict | None = None
+    kinds: dict[str, str | None] | None = None
     problem: tuple[str, str] | None = None
+
+    def parsed(self, found: tuple) -> None:
+        """Take `_json_problem`'s answer: a problem, or the record whose field kinds are kept."""
+        reason, detail = found
+        if reason:
+            self.problem = (reason, detail)
+        else:
+            self.kinds = {key: _kind(value) for key, value in detail.items()}
 
 
 def _jsonl_records(path: Path) -> list[Record]:
@@ -167,8 +186,7 @@ def _jsonl_records(path: Path) -> list[Record]:
         except UnicodeDecodeError as error:
             record.problem = ("not valid UTF-8", f"byte {error.start}: {error.reason}")
         else:
-            reason, found = _json_problem(line)
-            record.problem, record.fields = ((reason, found), None) if reason else (None, found)
+            record.parsed(_json_problem(line))
         records.append(record)
     return records
 
@@ -191,8 +209,7 @@ def _json_records(path: Path) -> list[Record] | None:
     for index, element in enumerate(document):
         record = Record(f"element {index}", element)
         if isinstance(element, dict):
-            reason, found = _json_problem(json.dumps(element))
-            record.problem, record.fields = ((reason, found), None) if reason else (None, found)
+            record.parsed(_json_problem(json.dumps(element)))
         else:
             record.problem = ("not a JSON object", f"a JSON {type(element).__name__}")
         records.append(record)
@@ -223,14 +240,14 @@ def _flag_type_changes(records: list[Record]) -> None:
     odd first row would otherwise condemn every good row); rows of another kind are the bad ones."""
     counts: dict[str, Counter] = {}
     for record in records:
-        for key, value in (record.fields or {}).items():
-            if _kind(value):
-                counts.setdefault(key, Counter())[_kind(value)] += 1
+        for key, kind in (record.kinds or {}).items():
+            if kind:
+                counts.setdefault(key, Counter())[kind] += 1
     usual = {key: kinds.most_common(1)[0][0] for key, kinds in counts.items()}
     for record in records:
-        for key, value in (record.fields or {}).items():
-            if record.problem is None and _kind(value) and _kind(value) != usual[key]:
-                record.problem = (f"field {key!r} changes type", f"{_kind(value)}; most rows: {usual[key]}")
+        for key, kind in (record.kinds or {}).items():
+            if record.problem is None and kind and kind != usual[key]:
+                record.problem = (f"field {key!r} changes type", f"{kind}; most rows: {usual[key]}")
 
 
 def _write_records(records: list[Record], path: Path, suffix: str, header: list[str] | None) -> Path:
@@ -298,7 +315,7 @@ def load_raw(
     """One raw split: a hub id or local directory through ``load_dataset``, or a single json/jsonl/csv/parquet
     file (which then stands for whatever split is asked). Lines of text files that cannot become rows raise
     (or, with on_bad_row=skip, are left out and counted in ``dropped``); see ``_checked_file``."""
-    path = Path(embedded.resolve(name_or_path))
+    path = Path(_local(name_or_path))
     label = f"{name_or_path}[{split}]"
     try:
         if path.is_file():

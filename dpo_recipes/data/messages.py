@@ -33,6 +33,24 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e]")
 _INVISIBLE = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}
 
 
+def common_prefix(first: str, second: str) -> str:
+    """The longest shared beginning of two strings (``os.path.commonprefix``'s answer), by bisection on slices:
+    a dozen C-level comparisons, where commonprefix compares character by character in Python (it was two
+    thirds of a large HH file's conversion time).
+
+    >>> common_prefix("Human: hi. Assistant: yes", "Human: hi. Assistant: no")
+    'Human: hi. Assistant: '
+    """
+    low, high = 0, min(len(first), len(second))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if first[:middle] == second[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return first[:low]
+
+
 def control_character(value: str) -> str | None:
     """Where ``value`` holds a control character: "U+001B at position 7", or None."""
     found = _CONTROL.search(value)

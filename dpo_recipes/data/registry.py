@@ -234,10 +234,11 @@ def prepare(
     def located(error: BadRow, index: int) -> RecipeError:
         return RecipeError(f"dataset {dataset_label!r} (recipe {recipe.name!r}), row {index}: {error}")
 
-    def annotate(row: dict, index: int) -> dict:
+    def checked(row: dict, index: int) -> tuple[str, str]:
         """The row's drop reason ('' to keep) and, if kept, its conversion as JSON: one column of one type
-        whatever the recipe's output, so each row is converted once and a dropped row needs no placeholder.
-        (Known limit: a passed-through column of bytes or timestamps is not JSON; see the closing note.)"""
+        whatever the recipe's output, so each row is converted once and a dropped row needs no placeholder. A
+        column the recipe passes through unchanged (the trl recipe's extra columns: bytes, timestamps, anything
+        Arrow holds) is named, not encoded; `decode` takes it from the row, still in its Arrow type."""
         converted = None
         try:
             reason = recipe.drop_reason(row, **options) if recipe.drop_reason else None
@@ -250,10 +251,24 @@ def prepare(
             if on_bad_row == "error":
                 raise located(error, index) from error
             reason = error.reason
-        return {_ROW: index, _DROP: reason or "", _CONVERTED: "" if reason else json.dumps(converted)}
+        return reason or "", "" if reason else _encoded(converted, row)
 
-    def decode(row: dict) -> dict:
-        return json.loads(row[_CONVERTED])
+    def annotate(batch: dict, indices: list[int]) -> dict:  # batched: datasets' per-row overhead, paid per batch
+        results = [checked(row, index) for row, index in zip(_rows(batch), indices, strict=True)]
+        return {
+            _ROW: indices,
+            _DROP: [reason for reason, _ in results],
+            _CONVERTED: [encoded for _, encoded in results],
+        }
+
+    def decode(batch: dict) -> dict:
+        """The kept rows of a batch, as the recipe converted them (a batched map may return fewer rows)."""
+        columns: dict[str, list] = {}
+        kept = [i for i, reason in enumerate(batch[_DROP]) if not reason]
+        for i in kept:
+            for item in json.loads(batch[_CONVERTED][i]):
+                columns.setdefault(item[0], []).append(item[1] if len(item) == 2 else batch[item[0]][i])
+        return columns
 
     cache = _cache_keys(raw, recipe.name, fmt, on_bad_row, options)
     workers = {"num_proc": num_proc} if num_proc and isinstance(raw, Dataset) and len(raw) >= PARALLEL_ROWS else {}
@@ -261,13 +276,13 @@ def prepare(
     annotated = raw.map(
         annotate,
         with_indices=True,
-        remove_columns=columns,
+        batched=True,
         **_desc(raw, f"Checking {dataset_label}"),
         **cache("checked"),
         **workers,
     )
     dropped: Counter = Counter()
-    work = [_ROW, _DROP, _CONVERTED]
+    work = [_ROW, _DROP, _CONVERTED, *columns]
     if isinstance(raw, IterableDataset):
         prepared = PreparedSplit(None, rows_read=0, dropped=dropped)
 
@@ -277,16 +292,26 @@ def prepare(
                 dropped[row[_DROP]] += 1
             return not row[_DROP]
 
-        prepared.dataset = annotated.filter(keep).map(decode, remove_columns=work)
+        prepared.dataset = annotated.filter(keep).map(decode, batched=True, remove_columns=work)
         return prepared
-    dropped.update(reason for reason in annotated[_DROP] if reason)
-    kept = annotated.filter(lambda row: not row[_DROP], desc=f"Dropping rows of {dataset_label}", **cache("kept"))
-    converted = kept.map(
-        decode, remove_columns=work, desc=f"Converting {dataset_label}", **cache("converted"), **workers
+    dropped.update(reason for reason in annotated.data.column(_DROP).to_pylist() if reason)  # Arrow: no row dicts
+    converted = annotated.map(
+        decode, batched=True, remove_columns=work, desc=f"Converting {dataset_label}", **cache("converted"), **workers
     )
     prepared = PreparedSplit(converted, rows_read=len(raw), dropped=dropped)
     logger.info(prepared.describe(dataset_label))
     return prepared
+
+
+def _rows(batch: dict) -> list[dict]:
+    """A batch of a batched map (column name → values) as row dicts."""
+    return [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+
+
+def _encoded(converted: dict, row: dict) -> str:
+    """A converted row as a JSON list in its column order: ``[name, value]`` for what the recipe made, ``[name]``
+    for a value it passed through (the very object of the raw row)."""
+    return json.dumps([[key] if key in row and value is row[key] else [key, value] for key, value in converted.items()])
 
 
 @functools.cache

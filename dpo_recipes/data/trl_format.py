@@ -24,12 +24,15 @@ keep instead).
 
 from __future__ import annotations
 
-import os
-
-from trl.data_utils import extract_prompt
-
 from dpo_recipes.data.hh_rlhf import HUMAN, parse_transcript, split_transcripts
-from dpo_recipes.data.messages import check_messages, message, preference_row, split_final_assistant_turn, text
+from dpo_recipes.data.messages import (
+    check_messages,
+    common_prefix,
+    message,
+    preference_row,
+    split_final_assistant_turn,
+    text,
+)
 from dpo_recipes.data.registry import BadRow, RecipeError, register
 
 GIVEN = "given"
@@ -67,7 +70,7 @@ def _split_strings(chosen: str, rejected: str) -> tuple[str, str, str]:
     differ (so that a word is never cut)."""
     if chosen.startswith(HUMAN) and rejected.startswith(HUMAN):
         return split_transcripts(chosen, rejected)
-    shared = os.path.commonprefix([chosen, rejected])
+    shared = common_prefix(chosen, rejected)
     cut = max(shared.rfind(space) for space in " \n\t")
     if cut <= 0:
         raise BadRow("chosen", "chosen and rejected share no prompt (no common beginning before a space)")
@@ -116,6 +119,8 @@ def trl(row: dict, fmt: str = "conversational", keep_columns: str | None = None)
 
 def _compared_with_trl(chosen, rejected, ours: tuple) -> str:
     """Whether TRL's ``extract_prompt`` splits this implicit pair as we did (compared on roles and text)."""
+    from trl.data_utils import extract_prompt  # imports transformers and torch: only implicit rows need it
+
     theirs = extract_prompt({"chosen": chosen, "rejected": rejected})
     same = _flat(tuple(theirs[field] for field in PREFERENCE_FIELDS)) == _flat(ours)
     return TRL_SAME if same else TRL_DIFFERS

@@ -17,6 +17,7 @@ from dpo_recipes.core.generation import decode, generate_ids
 from dpo_recipes.core.run_record import RunRecord
 from dpo_recipes.core.scoring import as_reference, sequence_logps, trl_token_ids
 from dpo_recipes.data import get_recipe, load_preference_splits
+from dpo_recipes.evaluation import MAX_PAIRS
 from dpo_recipes.evaluation.comparison import (
     compare_across_temperatures,
     kl_to_reference,
@@ -28,7 +29,6 @@ from dpo_recipes.worlds import embedded
 from dpo_recipes.worlds.judges import get_judge, second_judge_name
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
-MAX_PAIRS = 512  # held-out raw rows scored for the implicit reward unless asked otherwise (`--max-pairs`)
 SECTION_START, SECTION_END = "<!-- dpo-recipes evaluate -->", "<!-- /dpo-recipes evaluate -->"
 
 

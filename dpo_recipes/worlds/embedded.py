@@ -32,17 +32,11 @@ from dpo_recipes.core import generation, schemas
 from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.core.files import atomic_directory, cache_dir
 from dpo_recipes.worlds import pairs, smollm2, tiny_lm, toy_world
+from dpo_recipes.worlds.names import ON_TASK_PAIRS, REVIEW_PAIRS, SMOLLM2, TINY_BASE, TINY_SFT, WORLD
 from dpo_recipes.worlds.tiny_lm import build_tiny_model, train_tokenizer
 from dpo_recipes.worlds.toy_world import ToyWorld, WorldConfig
 
 logger = logging.getLogger(__name__)
-
-WORLD = "dpo-recipes/toy-world"
-TINY_BASE = "dpo-recipes/tiny-zephyr-base"
-TINY_SFT = "dpo-recipes/tiny-zephyr-sft"
-SMOLLM2 = "dpo-recipes/smollm2-135m-instruct"
-REVIEW_PAIRS = "dpo-recipes/smollm2-review-pairs"
-ON_TASK_PAIRS = "dpo-recipes/smollm2-review-pairs-on-task"
 
 
 def tiny_seed() -> int:

@@ -237,6 +237,7 @@ def pairs(args) -> None:
         min_gap=args.min_gap,
         on_task_only=args.on_task_only,
         complete_only=args.complete_only,
+        repetition_free_only=args.repetition_free_only,
         seed=args.seed,
     )
     report, reused = write_pairs(settings, args.output, location=embedded.resolve(args.model))
@@ -465,6 +466,12 @@ def _add_pairs_command(commands) -> None:
         "--complete-only",
         action="store_true",
         help="choose best and worst among the answers that ended before --max-new-tokens (others are often loops)",
+    )
+    make.add_argument(
+        "--repetition-free-only",
+        action="store_true",
+        help="choose best and worst among the answers that repeat no word 3-gram (a DPO + SFT loss then never "
+        "imitates a loop)",
     )
     make.add_argument("--seed", type=int, default=0, help="sampling and prompt-sampling seed")
     make.add_argument("--threads", type=int, help="torch CPU threads (default: every core this process may use)")

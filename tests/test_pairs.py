@@ -6,6 +6,7 @@ import pytest
 
 from dpo_recipes.core.errors import ConfigError
 from dpo_recipes.data import load_preference_splits
+from dpo_recipes.worlds import pairs
 from dpo_recipes.worlds.judges import get_judge, judge_problem, vader_judge
 from dpo_recipes.worlds.pairs import HELD_OUT_THINGS, PairSettings, judged_pairs, review_prompts, write_pairs
 
@@ -181,3 +182,25 @@ def test_on_task_pairs_choose_among_the_answers_that_review_the_thing(tiny, monk
     assert account.off_task == 0 and rows[0]["chosen"][-1]["content"] == decoded[0]  # the cut-off answer is out
     with pytest.raises(ConfigError, match="not a built-in review prompt"):
         judged_pairs(model, tokenizer, ["Tell me a joke."], vader_judge, 3, 1.0, 12, on_task_only=True)
+
+
+def test_repetition_free_pairs_leave_out_the_answers_that_loop(tiny, monkeypatch):
+    model, tokenizer = tiny
+    answers = ["Great bread and the bread is great and the bread is great!", "The bread is good.", "It is bad."]
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for text in answers]
+    decoded = [tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
+    assert [pairs.repeats_a_trigram(text) for text in decoded] == [True, False, False]
+
+    class Samples:
+        def generate_ids(self, *args, **kwargs):
+            return ids
+
+    monkeypatch.setattr("dpo_recipes.core.generation.answer_cache", Samples)
+    prompt = ["Write a one-sentence review of the old bakery."]
+    (row,), _ = judged_pairs(model, tokenizer, prompt, vader_judge, k=3, temperature=1.0, max_new_tokens=40)
+    assert row["chosen"][-1]["content"] == decoded[0]  # the loop wins on VADER
+    (row,), account = judged_pairs(
+        model, tokenizer, prompt, vader_judge, k=3, temperature=1.0, max_new_tokens=40, repetition_free_only=True
+    )
+    assert (row["chosen"][-1]["content"], row["rejected"][-1]["content"]) == (decoded[1], decoded[2])
+    assert account.off_task == 0

@@ -28,6 +28,7 @@ class RunRecord:
     reference_logps: str | None = None  # the file the reference log-probs were read from, if any
     max_length: int | None = None  # TRL's max_length of prompt + completion
     truncation_mode: str = "keep_start"
+    seed: int | None = None  # DPOConfig's seed (data order, dropout, the win rate's sampling)
 
     @classmethod
     def from_args(cls, script_args, training_args, model_args) -> RunRecord:
@@ -49,6 +50,7 @@ class RunRecord:
             reference_logps=script_args.reference_logps,
             max_length=training_args.max_length,
             truncation_mode=training_args.truncation_mode,
+            seed=training_args.seed,
         )
 
     def to_json(self) -> dict:

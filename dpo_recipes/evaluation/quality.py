@@ -24,12 +24,12 @@ for the policy than for the reference beyond its own 95% interval (`gaming_reaso
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import torch
 
 from dpo_recipes.worlds import pairs
+from dpo_recipes.worlds.pairs import ngrams, repeats_a_trigram, words
 
 Z95 = 1.96
 
@@ -70,19 +70,6 @@ def discordant_counts(measure: dict) -> tuple[int, int]:
 def mcnemar_z(more: int, fewer: int) -> float:
     """McNemar's statistic (b − c)/√(b + c) on discordant counts: > 1.96 means "more" is beyond chance at 95%."""
     return (more - fewer) / math.sqrt(more + fewer) if more + fewer else 0.0
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[\w']+", text.lower())
-
-
-def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-
-
-def repeats_a_trigram(text: str) -> bool:
-    grams = ngrams(words(text), 3)
-    return len(set(grams)) < len(grams)
 
 
 def repetition(texts: list[str]) -> dict:

@@ -160,6 +160,20 @@ def is_on_task(answer: str, keywords: tuple[str, ...]) -> bool:
     return bool(names) and not ASSISTANT_TALK.search(answer)
 
 
+def words(text: str) -> list[str]:
+    return re.findall(r"[\w']+", text.lower())
+
+
+def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def repeats_a_trigram(text: str) -> bool:
+    """Whether a word 3-gram occurs twice: the loops of a degenerate answer ("the local and the local are")."""
+    grams = ngrams(words(text), 3)
+    return len(set(grams)) < len(grams)
+
+
 def review_prompts(held_out: bool) -> list[str]:
     """Every built-in review prompt about the training things, or about the held-out things."""
     things = HELD_OUT_THINGS if held_out else THINGS[: -len(HELD_OUT_THINGS)]
@@ -208,6 +222,7 @@ class PairSettings:
     min_gap: float = 0.0  # train: the best must beat the worst by more than this, else the pair is counted, not written
     on_task_only: bool = False  # built-in train prompts: best and worst among the answers that do what was asked
     complete_only: bool = False  # train prompts: best and worst among the answers that ended before max_new_tokens
+    repetition_free_only: bool = False  # train prompts: best and worst among the answers repeating no word 3-gram
     seed: int = 0
 
     def key(self) -> str:
@@ -253,7 +268,7 @@ class PairAccount:
     pairs: int = 0  # written with a real preference
     ties: int = 0  # best and worst scored the same: written as they are; the recipe drops and counts them
     below_gap: int = 0  # 0 < best - worst <= min_gap: not written
-    off_task: int = 0  # on_task_only/complete_only: prompts with fewer than 2 such answers, not written
+    off_task: int = 0  # on_task/complete/repetition_free_only: prompts with fewer than 2 such answers, not written
     score_mean: float = 0.0
 
 
@@ -269,6 +284,7 @@ def judged_pairs(
     seed: int = 0,
     on_task_only: bool = False,
     complete_only: bool = False,
+    repetition_free_only: bool = False,
 ) -> tuple[list[dict], PairAccount]:
     """For each prompt, ``k`` sampled answers scored by ``judge``; the best is chosen, the worst rejected.
 
@@ -276,8 +292,9 @@ def judged_pairs(
     counts it; a pair whose gap is positive but at most ``min_gap`` is left out here and counted. With
     ``on_task_only`` (built-in review prompts) both come from the answers that review the thing asked about, so
     the pair contrasts sentiment, not staying on the subject; with ``complete_only`` both ended with the
-    end-of-turn token (an answer cut off at max_new_tokens is often a loop). A prompt with fewer than two such
-    answers is counted, not written.
+    end-of-turn token (an answer cut off at max_new_tokens is often a loop); with ``repetition_free_only`` neither
+    repeats a word 3-gram (so the SFT term of a DPO + SFT loss never imitates a loop). A prompt with fewer than
+    two such answers is counted, not written.
     """
     from dpo_recipes.core.generation import answer_cache
 
@@ -308,6 +325,8 @@ def judged_pairs(
             if keywords is None:
                 raise ConfigError(f"on_task_only: {prompt!r} is not a built-in review prompt (it has no on-task check)")
             candidates = [j for j in candidates if is_on_task(answers[j], keywords)]
+        if repetition_free_only:
+            candidates = [j for j in candidates if not repeats_a_trigram(answers[j])]
         if len(candidates) < 2:
             account.off_task += 1
             continue
@@ -365,12 +384,13 @@ def build_pairs_dataset(settings: PairSettings, path: Path, location: str | None
             settings.seed,
             settings.on_task_only and split == "train",  # held-out prompts all stay: the win rate reads them
             settings.complete_only and split == "train",
+            settings.repetition_free_only and split == "train",
         )
         Dataset.from_list(rows).to_parquet(path / "data" / f"{name}-00000-of-00001.parquet")
         report["splits"][name] = asdict(account)
         logger.info(
             "%s: %d prompts × %d answers → %d pairs; %d ties (dropped by the recipe), %d below min_gap; "
-            "%d answers truncated; %d prompts without 2 on-task (complete) answers",
+            "%d answers truncated; %d prompts without 2 answers that pass the filters",
             name,
             account.prompts,
             k,

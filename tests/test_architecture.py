@@ -1,4 +1,4 @@
-"""The layout the README describes, checked on the source: layers import only downwards (so there is no import
+"""The layout docs/architecture.md describes, checked on the source: layers import only downwards (so there is no import
 cycle), and every private member of TRL, transformers or accelerate is used in one module."""
 
 import ast

@@ -136,7 +136,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_nodes_reading_one_reference_file_train_as_one_process(tmp_path, one_process):
-    """The README's multi-node launch as 2 "nodes" × 1 process on the loopback address, every rank reading the
+    """docs/distributed.md's multi-node launch as 2 "nodes" × 1 process on the loopback address, every rank reading the
     reference log-probs from one file written once beforehand; equal to one process running the reference."""
     reference = tmp_path / "reference.safetensors"
     write = [sys.executable, "-m", "dpo_recipes", "reference-logps", *COMMON, "--output_dir", str(tmp_path / "ref")]

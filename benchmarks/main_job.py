@@ -13,7 +13,10 @@
 
 Results: a table on stdout, benchmarks/results/main_job.json, and the main-job section of benchmarks/README.md.
 
-    python benchmarks/main_job.py [--baseline b290929] [--skip-runs]
+    python benchmarks/main_job.py [--baseline b290929] [--configs PRESET.yaml …] [--add] [--skip-runs]
+
+``--configs recipes/zephyr_style/smollm2_gamed.yaml --add`` times the gamed preset, the main job of b290929
+under another name, beside the runs already measured: the same work on both commits.
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def generation_benchmark(peak: float) -> dict:
     }
 
 
-def run_main_job(checkout: Path, cache: Path, label: str) -> dict:
+def run_main_job(checkout: Path, cache: Path, label: str, config: str = CONFIG) -> dict:
     """One main-job run of ``checkout`` with ``cache`` as its artifact and datasets cache; wall time and phases."""
     output = cache / f"run-{label}"
     env = {
@@ -120,7 +123,7 @@ def run_main_job(checkout: Path, cache: Path, label: str) -> dict:
         "PYTHONPATH": str(checkout),  # the checkout's own package, ahead of the installed one
         "TQDM_DISABLE": "1",
     }
-    command = [sys.executable, *LAUNCH, "recipes/zephyr_style.py", "--config", CONFIG, "--output_dir", str(output)]
+    command = [sys.executable, *LAUNCH, "recipes/zephyr_style.py", "--config", config, "--output_dir", str(output)]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -131,21 +134,22 @@ def run_main_job(checkout: Path, cache: Path, label: str) -> dict:
     return {"wall_clock_s": seconds, "phases_s": phases if isinstance(phases, dict) else {"total": phases}}
 
 
-def main_job_benchmark(baseline: str | None) -> dict:
+def main_job_benchmark(baseline: str | None, configs: list[str]) -> dict:
+    """First run and rerun of each of this commit's ``configs``, and of the baseline's own main job."""
     results = {}
-    checkouts = {"this commit": REPO}
+    checkouts = {f"this commit, {Path(config).name}": (REPO, config) for config in configs}
     with tempfile.TemporaryDirectory(prefix="dpo-main-job-") as scratch:
         scratch = Path(scratch)
         if baseline:
             subprocess.run(
                 ["git", "worktree", "add", "--detach", str(scratch / "baseline"), baseline], cwd=REPO, check=True
             )
-            checkouts[f"baseline {baseline}"] = scratch / "baseline"
+            checkouts[f"baseline {baseline}"] = (scratch / "baseline", CONFIG)
         try:
-            for label, checkout in checkouts.items():
-                cache = scratch / label.replace(" ", "-")
-                first = run_main_job(checkout, cache, "first")
-                rerun = run_main_job(checkout, cache, "rerun")
+            for label, (checkout, config) in checkouts.items():
+                cache = scratch / label.replace(" ", "-").replace(",", "")
+                first = run_main_job(checkout, cache, "first", config)
+                rerun = run_main_job(checkout, cache, "rerun", config)
                 results[label] = {"first_run": first, "rerun": rerun}
         finally:
             if baseline:
@@ -184,14 +188,16 @@ def section(results: dict) -> str:
                 f"| {label} | {run['first_run']['wall_clock_s']:.0f} s | {run['rerun']['wall_clock_s']:.0f} s "
                 f"| {phases} |"
             )
-        if len(runs) == 2:
-            (ours, base) = runs.values()
+        base = next((run for label, run in runs.items() if label.startswith("baseline")), None)
+        for label, ours in runs.items():
+            if base is None or ours is base:
+                continue
             first = ours["first_run"]["wall_clock_s"] / base["first_run"]["wall_clock_s"]
             rerun = ours["rerun"]["wall_clock_s"] / base["first_run"]["wall_clock_s"]
             lines += [
                 "",
-                f"Ratios to the baseline's first run, measured in one session: first run **{first:.2f}×** "
-                f"(target ≤ 0.5), rerun **{rerun:.2f}×** (target ≤ 0.35); rerun against the baseline's rerun "
+                f"{label} against the baseline's first run: first run **{first:.2f}×** (target ≤ 0.5), rerun "
+                f"**{rerun:.2f}×** (target ≤ 0.35); rerun against the baseline's rerun "
                 f"{ours['rerun']['wall_clock_s'] / base['rerun']['wall_clock_s']:.2f}×.",
             ]
     return "\n".join(lines)
@@ -201,15 +207,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", help="a commit to compare with (run from a git worktree of it)")
     parser.add_argument("--skip-runs", action="store_true", help="measure generation only (about 2 minutes)")
+    parser.add_argument(
+        "--configs", nargs="+", default=[CONFIG], help=f"this commit's presets to time (default {CONFIG})"
+    )
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="keep the main-job runs already in results/main_job.json and add these (a second invocation of one "
+        "session, e.g. another preset against the same baseline)",
+    )
     args = parser.parse_args()
     from dpo_recipes.core.runtime import configure_threads
 
     configure_threads()
     peak = matmul_peak()
     results = {"machine": common.machine(), "matmul_peak_gflops": peak / 1e9, "generation": generation_benchmark(peak)}
-    if not args.skip_runs:
-        results["main_job"] = main_job_benchmark(args.baseline)
     out = HERE / "results" / "main_job.json"
+    if not args.skip_runs:
+        earlier = json.loads(out.read_text()).get("main_job", {}) if args.add and out.is_file() else {}
+        results["main_job"] = {**earlier, **main_job_benchmark(args.baseline, args.configs)}
     out.write_text(json.dumps(results, indent=2) + "\n")
     text = section(results)
     common.write_readme_section("main_job", text)

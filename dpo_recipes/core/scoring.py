@@ -147,16 +147,19 @@ def sequence_logps(
     model, sequences: list[tuple[list[int], list[int]]], pad_token_id: int, batch_size: int = 32
 ) -> Tensor:
     """log π(y|x) (float64, summed over completion tokens) of each (prompt ids, full ids) pair, in eval mode,
-    without ever holding a batch's full-vocabulary logits (`chunked_sequence_logps`)."""
+    without ever holding a batch's full-vocabulary logits (`chunked_sequence_logps`). Batches are made of
+    sequences of similar length (little padding), and the values returned in the order given."""
     was_training = model.training
     model.eval()
-    values = []
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][1]))
+    values = torch.zeros(len(sequences), dtype=torch.float64)
     with torch.no_grad():
-        for start in range(0, len(sequences), batch_size):
-            batch = completion_batch(sequences[start : start + batch_size], pad_token_id)
-            values.append(chunked_sequence_logps(model, **{k: v.to(model.device) for k, v in batch.items()}).cpu())
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            batch = completion_batch([sequences[i] for i in chosen], pad_token_id)
+            values[chosen] = chunked_sequence_logps(model, **{k: v.to(model.device) for k, v in batch.items()}).cpu()
     model.train(was_training)
-    return torch.cat(values)
+    return values
 
 
 LOGITS_PER_CHUNK = 2**24  # at most this many logits exist at once: 64 MB in float32
@@ -165,8 +168,9 @@ LOGITS_PER_CHUNK = 2**24  # at most this many logits exist at once: 64 MB in flo
 def chunked_sequence_logps(model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> Tensor:
     """Σ over completion tokens of log π(token), with at most LOGITS_PER_CHUNK logits in memory.
 
-    The decoder's final hidden states go through the output head a few positions at a time; each chunk's
-    log-softmax is taken in float32 and summed in float64. A full-vocabulary float64 tensor of a padded batch
+    The decoder's final hidden states *at the positions that predict a completion token* (not the prompt's, not
+    the padding's) go through the output head a few hundred at a time; each chunk's log-softmax is taken in
+    float32 and summed in float64. A full-vocabulary float64 tensor of a padded batch
     would be B·T·V·8 bytes (a 152k-token vocabulary: 1.2 MB per position, tens of GB per batch of 32 × 512).
     A model that scales or caps its logits, or has no separate decoder, is scored through its own logits."""
     try:
@@ -176,14 +180,15 @@ def chunked_sequence_logps(model, input_ids: Tensor, attention_mask: Tensor, com
     scaled = any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
     if scaled or decoder is None or head is None:
         return token_logps(model, input_ids, attention_mask, completion_mask).sequence()
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, :-1]
-    targets, mask = input_ids[:, 1:], completion_mask[:, 1:].double()
-    step = max(1, LOGITS_PER_CHUNK // (hidden.shape[0] * head.weight.shape[0]))
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    rows, positions = completion_mask[:, 1:].nonzero(as_tuple=True)  # only the positions that predict a completion
+    targets = input_ids[rows, positions + 1]
+    step = max(1, LOGITS_PER_CHUNK // head.weight.shape[0])
     total = torch.zeros(hidden.shape[0], dtype=torch.float64, device=hidden.device)
-    for start in range(0, hidden.shape[1], step):
-        logits = head(hidden[:, start : start + step]).float()
-        target = logits.gather(-1, targets[:, start : start + step, None]).squeeze(-1)
-        total += ((target - torch.logsumexp(logits, dim=-1)).double() * mask[:, start : start + step]).sum(dim=1)
+    for start in range(0, len(rows), step):
+        logits = head(hidden[rows[start : start + step], positions[start : start + step]]).float()
+        target = logits.gather(-1, targets[start : start + step, None]).squeeze(-1)
+        total.index_add_(0, rows[start : start + step], (target - torch.logsumexp(logits, dim=-1)).double())
     return total
 
 

@@ -60,14 +60,15 @@ def chart(groups: dict[str, list[dict]], output: Path) -> None:
                 color=colour,
                 markeredgecolor=edge,
                 markeredgewidth=2,
-                label=label if i == 0 else None,
             )
             right.plot(
                 run["repeated_policy"], run["second_judge"], "o", color=colour, markeredgecolor=edge, markeredgewidth=2
             )
             points = ((left, run["kl"], run["win_rate"]), (right, run["repeated_policy"], run["second_judge"]))
-            for axis, x, y in points:
-                axis.annotate(run["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+            for axis, x, y in points:  # labels alternate above and below: runs of one preset sit close together
+                offset = (6, 5) if i % 2 == 0 else (6, -11)
+                axis.annotate(run["name"], (x, y), textcoords="offset points", xytext=offset, fontsize=8)
+        left.plot([], [], "o", color=colour, label=label)  # the legend's marker, without a run's flag edge
     reference = next(run for runs in groups.values() for run in runs)["repeated_reference"]
     right.axvline(reference, color="grey", linestyle="--", label="reference's repetition")
     right.axhline(0.70, color="grey", linestyle=":", label="second-judge threshold 0.70")

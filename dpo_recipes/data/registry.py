@@ -263,12 +263,13 @@ def prepare(
 
     def decode(batch: dict) -> dict:
         """The kept rows of a batch, as the recipe converted them (a batched map may return fewer rows)."""
-        columns: dict[str, list] = {}
-        kept = [i for i, reason in enumerate(batch[_DROP]) if not reason]
-        for i in kept:
-            for item in json.loads(batch[_CONVERTED][i]):
-                columns.setdefault(item[0], []).append(item[1] if len(item) == 2 else batch[item[0]][i])
-        return columns
+        rows = [
+            {item[0]: item[1] if len(item) == 2 else batch[item[0]][i] for item in json.loads(batch[_CONVERTED][i])}
+            for i, reason in enumerate(batch[_DROP])
+            if not reason
+        ]
+        names = dict.fromkeys(name for row in rows for name in row)  # every column, in first-seen order
+        return {name: [row.get(name) for row in rows] for name in names}
 
     cache = _cache_keys(raw, recipe.name, fmt, on_bad_row, options)
     workers = {"num_proc": num_proc} if num_proc and isinstance(raw, Dataset) and len(raw) >= PARALLEL_ROWS else {}

@@ -203,3 +203,18 @@ def test_passed_through_columns_of_any_type_survive_the_conversion():
         assert prepared.rows_read == 2 and sum(prepared.dropped.values()) == 1
     converted = prepare(Dataset.from_list(rows), "trl", "typed", fmt="standard").dataset
     assert converted.features["at"].dtype == "timestamp[us]" and converted.features["raw"].dtype == "binary"
+
+
+def test_a_stream_whose_rows_carry_different_extra_columns_converts_with_the_gaps_empty():
+    """Streamed rows need not share their extra columns: the row without one gets None (datasets fills it from
+    the stream's first row, and the conversion's decode would too), and no row is lost."""
+    from datasets import IterableDataset
+
+    from dpo_recipes.data import prepare
+
+    rows = [
+        {"prompt": "A?", "chosen": "Yes.", "rejected": "No.", "note": "x"},
+        {"prompt": "B?", "chosen": "Up.", "rejected": "Down."},
+    ]
+    prepared = prepare(IterableDataset.from_generator(lambda: iter(rows)), "trl", "mixed", fmt="standard")
+    assert [(row["chosen"], row["note"]) for row in prepared.dataset] == [("Yes.", "x"), ("Up.", None)]

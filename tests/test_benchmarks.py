@@ -95,3 +95,39 @@ def test_the_synthetic_hh_rows_are_rows_the_recipe_accepts():
     for _ in range(50):
         row = hh_rlhf(hh_row(rng))
         assert row["prompt"][-1]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
+
+
+def test_presets_chart_reads_runs_metrics_and_draws_the_readme_chart(tmp_path):
+    """benchmarks/presets_chart.py draws docs/images/main_job.png from finished runs' metrics.json: each run's
+    greedy win rate, KL, second judge, repetition and flag are read from where training writes them."""
+
+    def run(name: str, seed, flagged: bool) -> str:
+        greedy = {
+            "temperature": 0.0,
+            "second_judge": {"win_rate": 0.7},
+            "repetition": {"policy": {"share_repeated_3gram": 0.3}, "reference": {"share_repeated_3gram": 0.1}},
+        }
+        metrics = {
+            "run": {"seed": seed},
+            "win_rate": {
+                "win_rate": 0.8,
+                "ci95": [0.7, 0.9],
+                "kl": {"mean": 4.0, "stderr": 0.4},
+                "quality": {"gaming_suspected": flagged, "temperatures": [greedy]},
+            },
+        }
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+        return str(tmp_path / name)
+
+    output = tmp_path / "chart.png"
+    command = [sys.executable, str(REPO / "benchmarks" / "presets_chart.py"), f"a={run('a-s0', 0, False)}"]
+    command += [f"b={run('old-seed1', None, True)}", "--output", str(output)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import presets_chart
+
+    assert presets_chart.greedy_figures(tmp_path / "a-s0")["name"] == "seed0"
+    assert presets_chart.greedy_figures(tmp_path / "old-seed1")["name"] == "seed1"  # no seed recorded: the name

@@ -238,6 +238,7 @@ def pairs(args) -> None:
         on_task_only=args.on_task_only,
         complete_only=args.complete_only,
         repetition_free_only=args.repetition_free_only,
+        pairs_per_prompt=args.pairs_per_prompt,
         seed=args.seed,
     )
     report, reused = write_pairs(settings, args.output, location=embedded.resolve(args.model))
@@ -472,6 +473,13 @@ def _add_pairs_command(commands) -> None:
         action="store_true",
         help="choose best and worst among the answers that repeat no word 3-gram (a DPO + SFT loss then never "
         "imitates a loop)",
+    )
+    make.add_argument(
+        "--pairs-per-prompt",
+        type=int,
+        default=1,
+        help="training prompts: up to this many disjoint pairs per prompt from its answers ranked by score (best "
+        "against worst, second best against second worst, …; each held to --min-gap); at most --k // 2",
     )
     make.add_argument("--seed", type=int, default=0, help="sampling and prompt-sampling seed")
     make.add_argument("--threads", type=int, help="torch CPU threads (default: every core this process may use)")

@@ -112,6 +112,8 @@ def test_pair_settings_that_cannot_work_or_would_leak_are_refused(tmp_path):
         PairSettings(model="m", temperature=0.0).check()
     with pytest.raises(ConfigError, match="at least 2 answers"):
         PairSettings(model="m", k=1).check()
+    with pytest.raises(ConfigError, match=r"pairs_per_prompt = 3: between 1 and k // 2 = 2"):
+        PairSettings(model="m", k=4, pairs_per_prompt=3).check()
     (tmp_path / "bad.jsonl").write_text('{"text": "Review the zoo."}\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl, non-blank line 1: expected an object with a text 'prompt'"):
         PairSettings(model="m", train_prompts=str(tmp_path / "bad.jsonl")).prompts("train")
@@ -204,3 +206,53 @@ def test_repetition_free_pairs_leave_out_the_answers_that_loop(tiny, monkeypatch
     )
     assert (row["chosen"][-1]["content"], row["rejected"][-1]["content"]) == (decoded[1], decoded[2])
     assert account.off_task == 0
+
+
+def test_pairs_per_prompt_pairs_the_ranked_answers_from_both_ends(tiny, monkeypatch):
+    model, tokenizer = tiny
+    answers = [
+        "The bread is wonderful and delicious!",
+        "The bread is terrible and disgusting.",
+        "The bread is good.",
+        "The bread is bad.",
+        "The bread is fine and nice.",
+    ]
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for text in answers]
+    decoded = [tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
+    scores = [vader_judge(PROMPT, text) for text in decoded]
+    ranked = sorted(range(5), key=scores.__getitem__, reverse=True)
+    assert ranked[0] == 0 and ranked[-1] == 1 and len(set(scores)) == 5  # distinct scores: one order
+
+    class Samples:
+        def generate_ids(self, *args, **kwargs):
+            return ids
+
+    monkeypatch.setattr("dpo_recipes.core.generation.answer_cache", Samples)
+    prompt = ["Write a one-sentence review of the old bakery."]
+    rows, account = judged_pairs(model, tokenizer, prompt, vader_judge, 5, 1.0, 40, pairs_per_prompt=2)
+    pairs_seen = [(row["chosen"][-1]["content"], row["rejected"][-1]["content"]) for row in rows]
+    assert pairs_seen == [(decoded[ranked[0]], decoded[ranked[-1]]), (decoded[ranked[1]], decoded[ranked[-2]])]
+    assert account.pairs == 2 and account.below_gap == 0
+    second_gap = scores[ranked[1]] - scores[ranked[-2]]
+    rows, account = judged_pairs(
+        model, tokenizer, prompt, vader_judge, 5, 1.0, 40, min_gap=second_gap, pairs_per_prompt=2
+    )
+    assert len(rows) == 1 and account.below_gap == 1  # the inner pair is held to min_gap and counted
+    rows, _ = judged_pairs(model, tokenizer, prompt, vader_judge, 5, 1.0, 40, pairs_per_prompt=3)
+    assert len(rows) == 2  # five answers make two disjoint pairs; the middle one is left alone
+
+
+def test_pairs_per_prompt_stops_at_a_tie(tiny, monkeypatch):
+    model, tokenizer = tiny
+    answers = ["The bakery opens at nine.", "It is on Main Street.", "It has a door.", "The bread is here."]
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for text in answers]
+    assert {vader_judge(PROMPT, tokenizer.decode(i, skip_special_tokens=True)) for i in ids} == {0.0}
+
+    class Samples:
+        def generate_ids(self, *args, **kwargs):
+            return ids
+
+    monkeypatch.setattr("dpo_recipes.core.generation.answer_cache", Samples)
+    prompt = ["Write a one-sentence review of the old bakery."]
+    rows, account = judged_pairs(model, tokenizer, prompt, vader_judge, 4, 1.0, 40, pairs_per_prompt=2)
+    assert len(rows) == 1 and account.ties == 1 and account.pairs == 0  # one tie, counted; not two

@@ -223,6 +223,7 @@ class PairSettings:
     on_task_only: bool = False  # built-in train prompts: best and worst among the answers that do what was asked
     complete_only: bool = False  # train prompts: best and worst among the answers that ended before max_new_tokens
     repetition_free_only: bool = False  # train prompts: best and worst among the answers repeating no word 3-gram
+    pairs_per_prompt: int = 1  # train prompts: the i-th best against the i-th worst, i < this (disjoint answers)
     seed: int = 0
 
     def key(self) -> str:
@@ -235,6 +236,11 @@ class PairSettings:
         """Settings that cannot give pairs, or would leak held-out prompts into training: a ConfigError."""
         if self.k < 2 or (self.k_test < 2 and self.n_test != 0):
             raise ConfigError(f"k = {self.k}, k_test = {self.k_test}: a pair needs at least 2 answers per prompt")
+        if not 1 <= self.pairs_per_prompt <= self.k // 2:
+            raise ConfigError(
+                f"pairs_per_prompt = {self.pairs_per_prompt}: between 1 and k // 2 = {self.k // 2} "
+                "(each pair takes two answers no other pair uses)"
+            )
         if not self.temperature > 0:
             raise ConfigError(f"temperature {self.temperature:g} must be > 0: greedy answers are all the same")
         if self.on_task_only and self.train_prompts != BUILTIN_REVIEWS:
@@ -267,7 +273,7 @@ class PairAccount:
     truncated: int = 0  # samples that hit max_new_tokens before the end-of-turn token
     pairs: int = 0  # written with a real preference
     ties: int = 0  # best and worst scored the same: written as they are; the recipe drops and counts them
-    below_gap: int = 0  # 0 < best - worst <= min_gap: not written
+    below_gap: int = 0  # pairs with 0 < chosen - rejected <= min_gap: not written
     off_task: int = 0  # on_task/complete/repetition_free_only: prompts with fewer than 2 such answers, not written
     score_mean: float = 0.0
 
@@ -285,6 +291,7 @@ def judged_pairs(
     on_task_only: bool = False,
     complete_only: bool = False,
     repetition_free_only: bool = False,
+    pairs_per_prompt: int = 1,
 ) -> tuple[list[dict], PairAccount]:
     """For each prompt, ``k`` sampled answers scored by ``judge``; the best is chosen, the worst rejected.
 
@@ -294,7 +301,9 @@ def judged_pairs(
     the pair contrasts sentiment, not staying on the subject; with ``complete_only`` both ended with the
     end-of-turn token (an answer cut off at max_new_tokens is often a loop); with ``repetition_free_only`` neither
     repeats a word 3-gram (so the SFT term of a DPO + SFT loss never imitates a loop). A prompt with fewer than
-    two such answers is counted, not written.
+    two such answers is counted, not written. With ``pairs_per_prompt`` n > 1 the answers ranked by score give
+    up to n disjoint pairs (best against worst, second best against second worst, …): more pairs from the same
+    samples, each still held to ``min_gap``.
     """
     from dpo_recipes.core.generation import answer_cache
 
@@ -330,22 +339,28 @@ def judged_pairs(
         if len(candidates) < 2:
             account.off_task += 1
             continue
-        best, worst = max(candidates, key=scores.__getitem__), min(candidates, key=scores.__getitem__)
-        gap = scores[best] - scores[worst]
-        if 0 < gap <= min_gap:
-            account.below_gap += 1
-            continue
-        account.ties += gap == 0
-        rows.append(
-            ultrafeedback_binarized_row(
-                prompt,
-                answers[best],
-                answers[worst],
-                scores[best],
-                scores[worst],
-                sample_scores=[float(score) for score in scores],
+        for _ in range(pairs_per_prompt):  # best and worst of the answers no earlier pair took
+            if len(candidates) < 2:
+                break
+            best, worst = max(candidates, key=scores.__getitem__), min(candidates, key=scores.__getitem__)
+            candidates = [j for j in candidates if j not in (best, worst)]
+            gap = scores[best] - scores[worst]
+            if 0 < gap <= min_gap:
+                account.below_gap += 1
+                continue
+            account.ties += gap == 0
+            rows.append(
+                ultrafeedback_binarized_row(
+                    prompt,
+                    answers[best],
+                    answers[worst],
+                    scores[best],
+                    scores[worst],
+                    sample_scores=[float(score) for score in scores],
+                )
             )
-        )
+            if gap == 0:  # the answers left all score the same: no more pairs here
+                break
     account.pairs = len(rows) - account.ties
     account.score_mean = sum(scores_seen) / max(1, len(scores_seen))
     return rows, account
@@ -385,6 +400,7 @@ def build_pairs_dataset(settings: PairSettings, path: Path, location: str | None
             settings.on_task_only and split == "train",  # held-out prompts all stay: the win rate reads them
             settings.complete_only and split == "train",
             settings.repetition_free_only and split == "train",
+            settings.pairs_per_prompt if split == "train" else 1,  # one pair per held-out prompt
         )
         Dataset.from_list(rows).to_parquet(path / "data" / f"{name}-00000-of-00001.parquet")
         report["splits"][name] = asdict(account)

@@ -151,6 +151,22 @@ def test_pairs_command_writes_and_then_reuses(tmp_path, tiny_sft_path, capsys):
         main([*argv[:-8], "--judge", "gpt", "--output", str(tmp_path / "other"), "--prompts", str(prompts)])
 
 
+OLD_BAKERY = ["Write a one-sentence review of the old bakery."]
+
+
+def sampled(monkeypatch, tokenizer, answers: list[str]) -> list[list[int]]:
+    """``answers`` as token ids ended by the end-of-turn token, and every sampling call of judged_pairs returns
+    this very list (so a test chooses the samples it ranks; editing the list edits the samples)."""
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for text in answers]
+
+    class Samples:
+        def generate_ids(self, *args, **kwargs):
+            return ids
+
+    monkeypatch.setattr("dpo_recipes.core.generation.answer_cache", Samples)
+    return ids
+
+
 def test_on_task_pairs_choose_among_the_answers_that_review_the_thing(tiny, monkeypatch):
     model, tokenizer = tiny
     prompts = ["Write a one-sentence review of the old bakery.", "Describe the new zoo in a single sentence."]
@@ -158,18 +174,8 @@ def test_on_task_pairs_choose_among_the_answers_that_review_the_thing(tiny, monk
         ["The bakery has fresh bread.", "I'm a passionate baker, amazing, wonderful!", "The bread is stale, sadly."],
         ["A sunny day!", "As an AI I love the zoo!", "The zoo is fine."],  # only one on-task answer
     ]
-    ids = [
-        tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        for row in answers
-        for text in row
-    ]
-    ids[1] = ids[1][:-1]  # the gushing one was cut off at max_new_tokens
-
-    class Samples:
-        def generate_ids(self, *args, **kwargs):
-            return ids
-
-    monkeypatch.setattr("dpo_recipes.core.generation.answer_cache", Samples)
+    ids = sampled(monkeypatch, tokenizer, [text for row in answers for text in row])
+    ids[1] = ids[1][:-1]  # the gushing one was cut off at max_new_tokens (the samples are this list)
     decoded = [tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
     rows, account = judged_pairs(model, tokenizer, prompts, vader_judge, k=3, temperature=1.0, max_new_tokens=12)
     assert len(rows) == 2 and rows[0]["chosen"][-1]["content"] == decoded[1]  # the gushing one wins on VADER
@@ -189,16 +195,10 @@ def test_on_task_pairs_choose_among_the_answers_that_review_the_thing(tiny, monk
 def test_repetition_free_pairs_leave_out_the_answers_that_loop(tiny, monkeypatch):
     model, tokenizer = tiny
     answers = ["Great bread and the bread is great and the bread is great!", "The bread is good.", "It is bad."]
-    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for text in answers]
+    ids = sampled(monkeypatch, tokenizer, answers)
     decoded = [tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
     assert [pairs.repeats_a_trigram(text) for text in decoded] == [True, False, False]
-
-    class Samples:
-        def generate_ids(self, *args, **kwargs):
-            return ids
-
-    monkeypatch.setattr("dpo_recipes.core.generation.answer_cache", Samples)
-    prompt = ["Write a one-sentence review of the old bakery."]
+    prompt = OLD_BAKERY
     (row,), _ = judged_pairs(model, tokenizer, prompt, vader_judge, k=3, temperature=1.0, max_new_tokens=40)
     assert row["chosen"][-1]["content"] == decoded[0]  # the loop wins on VADER
     (row,), account = judged_pairs(
@@ -217,18 +217,12 @@ def test_pairs_per_prompt_pairs_the_ranked_answers_from_both_ends(tiny, monkeypa
         "The bread is bad.",
         "The bread is fine and nice.",
     ]
-    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for text in answers]
+    ids = sampled(monkeypatch, tokenizer, answers)
     decoded = [tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
     scores = [vader_judge(PROMPT, text) for text in decoded]
     ranked = sorted(range(5), key=scores.__getitem__, reverse=True)
     assert ranked[0] == 0 and ranked[-1] == 1 and len(set(scores)) == 5  # distinct scores: one order
-
-    class Samples:
-        def generate_ids(self, *args, **kwargs):
-            return ids
-
-    monkeypatch.setattr("dpo_recipes.core.generation.answer_cache", Samples)
-    prompt = ["Write a one-sentence review of the old bakery."]
+    prompt = OLD_BAKERY
     rows, account = judged_pairs(model, tokenizer, prompt, vader_judge, 5, 1.0, 40, pairs_per_prompt=2)
     pairs_seen = [(row["chosen"][-1]["content"], row["rejected"][-1]["content"]) for row in rows]
     assert pairs_seen == [(decoded[ranked[0]], decoded[ranked[-1]]), (decoded[ranked[1]], decoded[ranked[-2]])]
@@ -245,14 +239,8 @@ def test_pairs_per_prompt_pairs_the_ranked_answers_from_both_ends(tiny, monkeypa
 def test_pairs_per_prompt_stops_at_a_tie(tiny, monkeypatch):
     model, tokenizer = tiny
     answers = ["The bakery opens at nine.", "It is on Main Street.", "It has a door.", "The bread is here."]
-    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for text in answers]
+    ids = sampled(monkeypatch, tokenizer, answers)
     assert {vader_judge(PROMPT, tokenizer.decode(i, skip_special_tokens=True)) for i in ids} == {0.0}
-
-    class Samples:
-        def generate_ids(self, *args, **kwargs):
-            return ids
-
-    monkeypatch.setattr("dpo_recipes.core.generation.answer_cache", Samples)
-    prompt = ["Write a one-sentence review of the old bakery."]
+    prompt = OLD_BAKERY
     rows, account = judged_pairs(model, tokenizer, prompt, vader_judge, 4, 1.0, 40, pairs_per_prompt=2)
     assert len(rows) == 1 and account.ties == 1 and account.pairs == 0  # one tie, counted; not two

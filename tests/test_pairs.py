@@ -114,6 +114,8 @@ def test_pair_settings_that_cannot_work_or_would_leak_are_refused(tmp_path):
         PairSettings(model="m", k=1).check()
     with pytest.raises(ConfigError, match=r"pairs_per_prompt = 3: between 1 and k // 2 = 2"):
         PairSettings(model="m", k=4, pairs_per_prompt=3).check()
+    with pytest.raises(ConfigError, match=r"pairs_per_prompt = 0: between 1"):
+        PairSettings(model="m", pairs_per_prompt=0).check()
     (tmp_path / "bad.jsonl").write_text('{"text": "Review the zoo."}\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl, non-blank line 1: expected an object with a text 'prompt'"):
         PairSettings(model="m", train_prompts=str(tmp_path / "bad.jsonl")).prompts("train")
@@ -234,6 +236,8 @@ def test_pairs_per_prompt_pairs_the_ranked_answers_from_both_ends(tiny, monkeypa
     assert len(rows) == 1 and account.below_gap == 1  # the inner pair is held to min_gap and counted
     rows, _ = judged_pairs(model, tokenizer, prompt, vader_judge, 5, 1.0, 40, pairs_per_prompt=3)
     assert len(rows) == 2  # five answers make two disjoint pairs; the middle one is left alone
+    with pytest.raises(ConfigError, match="pairs_per_prompt = 0: at least 1"):
+        judged_pairs(model, tokenizer, prompt, vader_judge, 5, 1.0, 40, pairs_per_prompt=0)
 
 
 def test_pairs_per_prompt_stops_at_a_tie(tiny, monkeypatch):

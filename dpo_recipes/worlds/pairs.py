@@ -309,6 +309,8 @@ def judged_pairs(
 
     if k < 2 or not temperature > 0:
         raise ConfigError(f"k = {k}, temperature {temperature:g}: a pair needs 2 or more sampled answers (T > 0)")
+    if pairs_per_prompt < 1:
+        raise ConfigError(f"pairs_per_prompt = {pairs_per_prompt}: at least 1 (0 would write no pair and count none)")
     conversations: list[Messages] = [[{"role": "user", "content": prompt}] for prompt in prompts]
     answers_ids = answer_cache().generate_ids(  # samples made with these settings before are reused
         model,

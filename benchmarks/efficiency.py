@@ -17,9 +17,9 @@ from trl import ModelConfig
 from dpo_recipes.trainer.build import build_dpo_trainer
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a square fp32 matmul on this machine (the best of ``repeats``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a square matmul on this machine (the best of ``repeats``), fp32 unless ``dtype``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):

@@ -45,10 +45,12 @@ LAUNCH += ["--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def generation_benchmark(peak: float) -> dict:
-    """Both generation paths on the same prompts; FLOPs counted as 2·N per processed token."""
+    """The generation paths on the same prompts; FLOPs counted as 2·N per processed token. The project's path in
+    float32 and, where this CPU multiplies bfloat16 natively, from its bfloat16 copy (measured against the
+    bfloat16 matmul peak too)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dpo_recipes.core.generation import generate_ids, rows_per_batch
+    from dpo_recipes.core.generation import generate_ids, generation_dtype, rows_per_batch
     from dpo_recipes.worlds import embedded
     from dpo_recipes.worlds.pairs import review_prompts
 
@@ -70,9 +72,12 @@ def generation_benchmark(peak: float) -> dict:
             total += len(rows) * (width + max(len(a) for a in rows))
         return total
 
-    started = time.perf_counter()
-    ours = generate_ids(model, tokenizer, prompts, new_tokens, temperature=0.7, seed=0, desc="project path")
-    ours_seconds = time.perf_counter() - started
+    def project(dtype: str) -> tuple[float, list[list[int]]]:
+        started = time.perf_counter()
+        answers = generate_ids(model, tokenizer, prompts, new_tokens, 0.7, seed=0, desc=dtype, dtype=dtype)
+        return time.perf_counter() - started, answers
+
+    ours_seconds, ours = project("float32")
     size = rows_per_batch(model, max(lengths), new_tokens)
 
     tokenizer.padding_side = "left"
@@ -94,23 +99,33 @@ def generation_benchmark(peak: float) -> dict:
                 previous.append(row[: row.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in row else row)
     previous_seconds = time.perf_counter() - started
 
-    def summary(seconds: float, answers: list[list[int]], batch: int, sorted_prompts: bool) -> dict:
+    def summary(seconds: float, answers: list[list[int]], batch: int, sorted_prompts: bool, peak=peak) -> dict:
         tokens = processed(batch, answers, sorted_prompts)
         return {
             "seconds": seconds,
             "batch_size": batch,
             "processed_tokens_per_s": tokens / seconds,
             "useful_tokens_per_s": sum(len(a) for a in answers) / seconds,
-            "share_of_compute_bound": tokens / seconds / bound,
+            "share_of_compute_bound": tokens / seconds / (peak / (2 * n_params)),
+            "matmul_peak_gflops": peak / 1e9,
         }
 
-    return {
+    results = {
         "parameters": n_params,
         "compute_bound_tokens_per_s": bound,
         "project": summary(ours_seconds, ours, size, True),
         "transformers_batch_16": summary(previous_seconds, previous, 16, False),
         "speedup": previous_seconds / ours_seconds,
     }
+    if generation_dtype(model) == torch.bfloat16:  # this CPU multiplies bfloat16 natively: the default path
+        half_seconds, half = project("bfloat16")
+        half_size = rows_per_batch(model.to(torch.bfloat16), max(lengths), new_tokens)
+        model.to(torch.float32)
+        results["project_bfloat16"] = summary(
+            half_seconds, half, half_size, True, peak=matmul_peak(dtype=torch.bfloat16)
+        )
+        results["speedup_bfloat16"] = previous_seconds / half_seconds
+    return results
 
 
 def run_main_job(checkout: Path, cache: Path, label: str, config: str = CONFIG) -> dict:
@@ -168,16 +183,22 @@ def section(results: dict) -> str:
         f"Generation, SmolLM2-135M ({gen['parameters'] / 1e6:.1f}M parameters), 128 prompts × 48 new tokens at "
         f"T = 0.7; compute bound {gen['compute_bound_tokens_per_s']:.0f} tokens/s (peak ÷ 2·N):",
         "",
-        "| path | batch | time | processed tokens/s | share of the bound | answer tokens/s |",
+        "| path | batch | time | processed tokens/s | share of the bound (its dtype's peak) | answer tokens/s |",
         "|---|---|---|---|---|---|",
     ]
-    for name, key in (("transformers sampling, batch 16 (previous)", "transformers_batch_16"), ("project", "project")):
+    paths = [("transformers sampling, batch 16 (previous)", "transformers_batch_16"), ("project, float32", "project")]
+    paths += [("project, bfloat16 copy (the default on this CPU)", "project_bfloat16")] * ("project_bfloat16" in gen)
+    for name, key in paths:
         g = gen[key]
         lines.append(
             f"| {name} | {g['batch_size']} | {g['seconds']:.1f} s | {g['processed_tokens_per_s']:.0f} "
-            f"| **{g['share_of_compute_bound']:.0%}** | {g['useful_tokens_per_s']:.0f} |"
+            f"| **{g['share_of_compute_bound']:.0%}** of {g.get('matmul_peak_gflops', peak):.0f} GFLOP/s "
+            f"| {g['useful_tokens_per_s']:.0f} |"
         )
-    lines += ["", f"Speed-up: **{gen['speedup']:.2f}×** on the same prompts.", ""]
+    lines += ["", f"Speed-up: **{gen['speedup']:.2f}×** on the same prompts (float32)."]
+    if "project_bfloat16" in gen:
+        lines += [f"From the bfloat16 copy: **{gen['speedup_bfloat16']:.2f}×** (other draws, same sampler)."]
+    lines += [""]
     runs = results.get("main_job", {})
     if runs:
         lines += ["| main job | first run (empty cache) | rerun (warm cache) | phases of the first run (s) |"]

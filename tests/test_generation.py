@@ -7,7 +7,15 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from dpo_recipes.core import generation
-from dpo_recipes.core.generation import GenerationCache, RowSeededSampler, generate_ids, rows_per_batch, weights_key
+from dpo_recipes.core.generation import (
+    GenerationCache,
+    RowSeededSampler,
+    generate_ids,
+    generation_dtype,
+    low_precision_copy,
+    rows_per_batch,
+    weights_key,
+)
 
 PROMPTS = [[{"role": "user", "content": f"Describe the {thing}."}] for thing in ("red fox", "white forest", "lamp")]
 
@@ -17,7 +25,9 @@ def tiny(tiny_sft_path):
     return AutoModelForCausalLM.from_pretrained(tiny_sft_path)
 
 
-def test_a_sample_depends_on_its_prompt_and_draw_not_on_its_batch(tiny, tiny_tokenizer, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_sample_depends_on_its_prompt_and_draw_not_on_its_batch(tiny, tiny_tokenizer, monkeypatch, dtype):
+    monkeypatch.setenv("DPO_RECIPES_GENERATION_DTYPE", dtype)
     together = generate_ids(tiny, tiny_tokenizer, PROMPTS, 12, temperature=1.0, seed=3, samples_per_prompt=2)
     assert len(together) == 6
     monkeypatch.setattr(generation, "CPU_GENERATION_BYTES", 1)  # one row per batch
@@ -116,3 +126,56 @@ def test_a_damaged_cache_file_is_regenerated_not_trusted(tiny, tiny_tokenizer, t
     assert cache.generate_ids(tiny, tiny_tokenizer, PROMPTS, 10, 1.0, seed=0) == first
     path.write_text('["not", "a", "cache"]')
     assert cache.generate_ids(tiny, tiny_tokenizer, PROMPTS, 10, 1.0, seed=0) == first
+
+
+def test_a_float32_model_generates_in_bfloat16_only_where_the_cpu_multiplies_it_natively(tiny, monkeypatch):
+    monkeypatch.setattr(generation, "cpu_has_native_bfloat16", lambda: True)
+    assert generation_dtype(tiny) == torch.bfloat16
+    monkeypatch.setattr(generation, "cpu_has_native_bfloat16", lambda: False)
+    assert generation_dtype(tiny) == torch.float32
+    monkeypatch.setenv("DPO_RECIPES_GENERATION_DTYPE", "bfloat16")
+    assert generation_dtype(tiny) == torch.bfloat16
+    assert generation_dtype(tiny.to(torch.float16)) == torch.float16  # a half-precision model keeps its own
+    tiny.to(torch.float32)
+    monkeypatch.setenv("DPO_RECIPES_GENERATION_DTYPE", "fp8")
+    with pytest.raises(ValueError, match="DPO_RECIPES_GENERATION_DTYPE"):
+        generation_dtype(tiny)
+
+
+def test_the_bfloat16_copy_keeps_a_disabled_adapter_disabled_and_leaves_the_model_alone(
+    tiny_sft_path, tiny_tokenizer, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DPO_RECIPES_GENERATION_DTYPE", "bfloat16")
+    base = AutoModelForCausalLM.from_pretrained(tiny_sft_path)
+    policy = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_sft_path),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, lora_alpha=64),
+    )
+    with policy.disable_adapter():
+        disabled = generate_ids(policy, tiny_tokenizer, PROMPTS, 10, temperature=1.0, seed=0)
+    assert disabled == generate_ids(base, tiny_tokenizer, PROMPTS, 10, temperature=1.0, seed=0)
+    assert generate_ids(policy, tiny_tokenizer, PROMPTS, 10, temperature=1.0, seed=0) != disabled
+    assert {p.dtype for p in policy.parameters()} == {torch.float32}  # generation copied, never cast, the model
+    cache = GenerationCache(tmp_path)
+    cache.generate_ids(base, tiny_tokenizer, PROMPTS, 10, 1.0, seed=0)
+    monkeypatch.setenv("DPO_RECIPES_GENERATION_DTYPE", "float32")
+    cache.generate_ids(base, tiny_tokenizer, PROMPTS, 10, 1.0, seed=0)
+    assert len(list(tmp_path.glob("*.json"))) == 2  # answers of another precision are not the same answers
+
+
+def test_the_bfloat16_copy_of_a_lora_policy_computes_the_policy_not_its_base(tiny_sft_path, tiny_tokenizer):
+    base = AutoModelForCausalLM.from_pretrained(tiny_sft_path)
+    policy = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_sft_path),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, lora_alpha=64),
+    )
+    batch = tiny_tokenizer(["Describe the red fox and the white forest."], return_tensors="pt")
+    with torch.no_grad():
+        full, plain = policy(**batch).logits, base(**batch).logits
+        half = low_precision_copy(policy, torch.bfloat16)(**batch).logits.float()
+        with policy.disable_adapter():
+            reference_half = low_precision_copy(policy, torch.bfloat16)(**batch).logits.float()
+    adapter_effect = (full - plain).abs().max()
+    assert (half - full).abs().max() < 0.25 * adapter_effect  # bfloat16 rounding, far below what LoRA changes
+    assert (reference_half - plain).abs().max() < 0.25 * adapter_effect
+    assert any("lora_" in name for name, _ in policy.named_parameters())  # the copy merged; the policy is intact

@@ -116,6 +116,8 @@ def test_pair_settings_that_cannot_work_or_would_leak_are_refused(tmp_path):
         PairSettings(model="m", k=4, pairs_per_prompt=3).check()
     with pytest.raises(ConfigError, match=r"pairs_per_prompt = 0: between 1"):
         PairSettings(model="m", pairs_per_prompt=0).check()
+    with pytest.raises(ConfigError, match=r"generation_dtype 'float16': one of \('auto', 'float32', 'bfloat16'\)"):
+        PairSettings(model="m", generation_dtype="float16").check()
     (tmp_path / "bad.jsonl").write_text('{"text": "Review the zoo."}\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl, non-blank line 1: expected an object with a text 'prompt'"):
         PairSettings(model="m", train_prompts=str(tmp_path / "bad.jsonl")).prompts("train")
@@ -149,6 +151,10 @@ def test_pairs_command_writes_and_then_reuses(tmp_path, tiny_sft_path, capsys):
     assert "test_prefs" not in first  # a prompt file without --test-prompts has no held-out split
     main(argv)
     assert f"Reused {tmp_path / 'out'}" in capsys.readouterr().out
+    main([*argv, "--generation-dtype", "bfloat16", "--output", str(tmp_path / "bf16")])
+    assert f"Wrote {tmp_path / 'bf16'}" in capsys.readouterr().out  # another precision: other samples
+    report = json.loads((tmp_path / "bf16" / "pairs.json").read_text())
+    assert report["sampled_in"] == "bfloat16" and report["settings"]["generation_dtype"] == "bfloat16"
     with pytest.raises(SystemExit, match="unknown judge 'gpt'"):
         main([*argv[:-8], "--judge", "gpt", "--output", str(tmp_path / "other"), "--prompts", str(prompts)])
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from dpo_recipes.core.generation import answer_cache, completion_logps, decode, generate_ids
+from dpo_recipes.core.generation import answer_cache, completion_logps, decode, generate_ids, generation_dtype
 from dpo_recipes.core.scoring import as_reference
 from dpo_recipes.evaluation import quality
 from dpo_recipes.evaluation.quality import Estimate, mean_and_stderr
@@ -230,6 +230,7 @@ def compare_across_temperatures(
         samples = generate_ids(model, tokenizer, prompts, max_new_tokens, 1.0, seed + 1, desc="KL samples")
         kl = kl_to_reference(model, tokenizer, prompts, samples, ref_model)
     results = {
+        "generated_in": str(generation_dtype(model)).removeprefix("torch."),  # the answers' precision
         "temperatures": [{"temperature": t, **comparison.summary()} for t, comparison in comparisons.items()],
         "kl": kl.as_dict(),
         "quality": {"gaming_suspected": bool(reasons), "reasons": reasons, "temperatures": per_temperature},

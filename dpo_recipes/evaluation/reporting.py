@@ -191,7 +191,8 @@ def write_report(path: str | os.PathLike, metrics: dict, comparisons: dict[float
         lines += [
             f"Judge `{win['judge']}`; {win['n']} held-out prompts; both models answer each prompt at each "
             "temperature (0 = greedy); a win counts 1 and a tie ½; 95% Wilson intervals. The reference's columns "
-            "are the judge's score and the answers' shape *before* DPO, the policy's *after*.",
+            "are the judge's score and the answers' shape *before* DPO, the policy's *after*. Answers generated "
+            f"in {win.get('generated_in', 'float32')}; their log-probabilities (KL, fluency) in the model's dtype.",
             "",
             temperature_table(win["temperatures"]),
             "",

@@ -225,6 +225,7 @@ class PairSettings:
     repetition_free_only: bool = False  # train prompts: best and worst among the answers repeating no word 3-gram
     pairs_per_prompt: int = 1  # train prompts: the i-th best against the i-th worst, i < this (disjoint answers)
     seed: int = 0
+    generation_dtype: str = "auto"  # a float32 model on a CPU samples in this (core.generation.generation_dtype)
 
     def key(self) -> str:
         """A hash of the settings and of the prompt files' *contents* (an edited prompt file is new data). A model
@@ -243,6 +244,10 @@ class PairSettings:
             )
         if not self.temperature > 0:
             raise ConfigError(f"temperature {self.temperature:g} must be > 0: greedy answers are all the same")
+        from dpo_recipes.core.generation import GENERATION_DTYPES
+
+        if self.generation_dtype not in GENERATION_DTYPES:
+            raise ConfigError(f"generation_dtype {self.generation_dtype!r}: one of {GENERATION_DTYPES}")
         if self.on_task_only and self.train_prompts != BUILTIN_REVIEWS:
             raise ConfigError("on_task_only needs the built-in review prompts (only they have an on-task check)")
         shared = set(self.prompts("train")) & set(self.prompts("test"))
@@ -292,6 +297,7 @@ def judged_pairs(
     complete_only: bool = False,
     repetition_free_only: bool = False,
     pairs_per_prompt: int = 1,
+    generation_dtype: str = "auto",
 ) -> tuple[list[dict], PairAccount]:
     """For each prompt, ``k`` sampled answers scored by ``judge``; the best is chosen, the worst rejected.
 
@@ -303,7 +309,7 @@ def judged_pairs(
     repeats a word 3-gram (so the SFT term of a DPO + SFT loss never imitates a loop). A prompt with fewer than
     two such answers is counted, not written. With ``pairs_per_prompt`` n > 1 the answers ranked by score give
     up to n disjoint pairs (best against worst, second best against second worst, …): more pairs from the same
-    samples, each still held to ``min_gap``.
+    samples, each still held to ``min_gap``. ``generation_dtype``: the precision the samples are drawn in.
     """
     from dpo_recipes.core.generation import answer_cache
 
@@ -321,6 +327,7 @@ def judged_pairs(
         seed=seed,
         samples_per_prompt=k,
         desc=f"Sampling {k} answers per prompt",
+        dtype=generation_dtype,
     )
     account, rows = PairAccount(prompts=len(prompts), samples=len(prompts) * k), []
     scores_seen = []
@@ -383,7 +390,10 @@ def build_pairs_dataset(settings: PairSettings, path: Path, location: str | None
     location = location or settings.model
     model, tokenizer = AutoModelForCausalLM.from_pretrained(location), AutoTokenizer.from_pretrained(location)
     settings.check()
+    from dpo_recipes.core.generation import generation_dtype
+
     judge, report = get_judge(settings.judge), {"settings": asdict(settings), "key": settings.key(), "splits": {}}
+    report["sampled_in"] = str(generation_dtype(model, settings.generation_dtype)).removeprefix("torch.")
     for split, name in SPLITS.items():
         prompts = settings.prompts(split)
         if not prompts:
@@ -403,6 +413,7 @@ def build_pairs_dataset(settings: PairSettings, path: Path, location: str | None
             settings.complete_only and split == "train",
             settings.repetition_free_only and split == "train",
             settings.pairs_per_prompt if split == "train" else 1,  # one pair per held-out prompt
+            settings.generation_dtype,
         )
         Dataset.from_list(rows).to_parquet(path / "data" / f"{name}-00000-of-00001.parquet")
         report["splits"][name] = asdict(account)

@@ -136,6 +136,8 @@ def test_a_float32_model_generates_in_bfloat16_only_where_the_cpu_multiplies_it_
     monkeypatch.setenv("DPO_RECIPES_GENERATION_DTYPE", "bfloat16")
     assert generation_dtype(tiny) == torch.bfloat16
     assert generation_dtype(tiny.to(torch.float16)) == torch.float16  # a half-precision model keeps its own
+    tiny.to(torch.float32).model.norm.to(torch.float16)
+    assert generation_dtype(tiny) == torch.float32  # mixed precisions: no copy, the model as it is
     tiny.to(torch.float32)
     monkeypatch.setenv("DPO_RECIPES_GENERATION_DTYPE", "fp8")
     with pytest.raises(ValueError, match="DPO_RECIPES_GENERATION_DTYPE"):

@@ -88,9 +88,9 @@ def generation_dtype(model, requested: str = "auto") -> torch.dtype:
         requested = os.environ.get("DPO_RECIPES_GENERATION_DTYPE", "auto")
     if requested not in GENERATION_DTYPES:
         raise ValueError(f"generation dtype {requested!r} (DPO_RECIPES_GENERATION_DTYPE?): one of {GENERATION_DTYPES}")
-    dtypes = {p.dtype for p in model.parameters()}
-    if model.device.type != "cpu" or dtypes != {torch.float32}:
-        return next(iter(dtypes)) if len(dtypes) == 1 else torch.float32
+    own = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if model.device.type != "cpu" or any(p.dtype != torch.float32 for p in model.parameters()):
+        return own  # a GPU's model, a half-precision one, a 4-bit one (its packed weights are integers)
     if requested == "auto":
         return torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
     return getattr(torch, requested)
@@ -150,7 +150,7 @@ def generate_ids(
     was_training = model.training
     model.eval()
     precision, writer = generation_dtype(model, dtype), model
-    if precision != next(model.parameters()).dtype:
+    if precision == torch.bfloat16 and all(p.dtype == torch.float32 for p in model.parameters()):
         writer = low_precision_copy(model, precision)
     tokenizer.padding_side = "left"
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]

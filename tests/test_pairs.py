@@ -159,6 +159,16 @@ def test_pairs_command_writes_and_then_reuses(tmp_path, tiny_sft_path, capsys):
         main([*argv[:-8], "--judge", "gpt", "--output", str(tmp_path / "other"), "--prompts", str(prompts)])
 
 
+def test_auto_precision_pairs_are_keyed_by_what_auto_means_here(monkeypatch):
+    settings = PairSettings(model="m")  # generation_dtype "auto"
+    monkeypatch.setenv("DPO_RECIPES_GENERATION_DTYPE", "float32")
+    as_float32 = settings.key()
+    assert as_float32 == PairSettings(model="m", generation_dtype="float32").key()
+    monkeypatch.setenv("DPO_RECIPES_GENERATION_DTYPE", "bfloat16")
+    assert settings.key() != as_float32  # other samples: never the float32 pairs reused
+    assert settings.key() == PairSettings(model="m", generation_dtype="bfloat16").key()
+
+
 OLD_BAKERY = ["Write a one-sentence review of the old bakery."]
 
 

@@ -84,16 +84,23 @@ def generation_dtype(model, requested: str = "auto") -> torch.dtype:
     float32's by bfloat16's rounding (8 significant bits), and the log-probabilities of its answers (KL, fluency)
     are still computed by the float32 model. Another precision draws other samples, so a dataset built from
     samples pins its precision (`PairSettings.generation_dtype`) to be the same dataset on every CPU."""
+    requested = cpu_generation_dtype(requested)
+    own = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if model.device.type != "cpu" or any(p.dtype != torch.float32 for p in model.parameters()):
+        return own  # a GPU's model, a half-precision one, a 4-bit one (its packed weights are integers)
+    return getattr(torch, requested)
+
+
+def cpu_generation_dtype(requested: str = "auto") -> str:
+    """What ``requested`` means for a float32 model on this CPU: "float32" or "bfloat16" ("auto": the
+    environment's choice, else this CPU's)."""
     if requested == "auto":
         requested = os.environ.get("DPO_RECIPES_GENERATION_DTYPE", "auto")
     if requested not in GENERATION_DTYPES:
         raise ValueError(f"generation dtype {requested!r} (DPO_RECIPES_GENERATION_DTYPE?): one of {GENERATION_DTYPES}")
-    own = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    if model.device.type != "cpu" or any(p.dtype != torch.float32 for p in model.parameters()):
-        return own  # a GPU's model, a half-precision one, a 4-bit one (its packed weights are integers)
     if requested == "auto":
-        return torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
-    return getattr(torch, requested)
+        return "bfloat16" if cpu_has_native_bfloat16() else "float32"
+    return requested
 
 
 def low_precision_copy(model, dtype: torch.dtype):

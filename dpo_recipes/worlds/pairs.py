@@ -228,10 +228,14 @@ class PairSettings:
     generation_dtype: str = "auto"  # a float32 model on a CPU samples in this (core.generation.generation_dtype)
 
     def key(self) -> str:
-        """A hash of the settings and of the prompt files' *contents* (an edited prompt file is new data). A model
-        is keyed by its name: a local checkpoint retrained in place needs a new --output."""
+        """A hash of the settings and of the prompt files' *contents* (an edited prompt file is new data), with
+        ``generation_dtype`` "auto" resolved on this machine (another CPU or $DPO_RECIPES_GENERATION_DTYPE samples
+        other answers). A model is keyed by its name: a local checkpoint retrained in place needs a new --output."""
+        from dpo_recipes.core.generation import cpu_generation_dtype
+
         contents = [_file_hash(source) for source in (self.train_prompts, self.test_prompts)]
-        return hashlib.sha256(json.dumps([asdict(self), contents], sort_keys=True).encode()).hexdigest()[:16]
+        settings = {**asdict(self), "generation_dtype": cpu_generation_dtype(self.generation_dtype)}  # "auto" resolved
+        return hashlib.sha256(json.dumps([settings, contents], sort_keys=True).encode()).hexdigest()[:16]
 
     def check(self) -> None:
         """Settings that cannot give pairs, or would leak held-out prompts into training: a ConfigError."""

@@ -30,12 +30,16 @@ def test_a_sample_depends_on_its_prompt_and_draw_not_on_its_batch(tiny, tiny_tok
     monkeypatch.setenv("DPO_RECIPES_GENERATION_DTYPE", dtype)
     together = generate_ids(tiny, tiny_tokenizer, PROMPTS, 12, temperature=1.0, seed=3, samples_per_prompt=2)
     assert len(together) == 6
-    monkeypatch.setattr(generation, "CPU_GENERATION_BYTES", 1)  # one row per batch
-    alone = [
-        generate_ids(tiny, tiny_tokenizer, [prompt], 12, temperature=1.0, seed=3, samples_per_prompt=2)
-        for prompt in reversed(PROMPTS)
-    ]
-    assert together == [ids for pair in reversed(alone) for ids in pair]
+    assert generate_ids(tiny, tiny_tokenizer, PROMPTS, 12, temperature=1.0, seed=3, samples_per_prompt=2) == together
+    # bfloat16's matmuls may round differently at another batch size, as AVX2's emulation of them does: a rare
+    # token can differ there, so only float32's answers must not depend on the batch
+    if dtype == "float32":
+        monkeypatch.setattr(generation, "CPU_GENERATION_BYTES", 1)  # one row per batch
+        alone = [
+            generate_ids(tiny, tiny_tokenizer, [prompt], 12, temperature=1.0, seed=3, samples_per_prompt=2)
+            for prompt in reversed(PROMPTS)
+        ]
+        assert together == [ids for pair in reversed(alone) for ids in pair]
     assert together[0] != together[1]  # the draws of one prompt differ
     other_seed = generate_ids(tiny, tiny_tokenizer, PROMPTS, 12, temperature=1.0, seed=4, samples_per_prompt=2)
     assert other_seed != together

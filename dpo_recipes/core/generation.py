@@ -6,7 +6,8 @@ allows, with transformers' KV cache; on a CPU with native bfloat16 matrix units,
 model (`generation_dtype`). Reproducibility: each answer draws from its own random stream, seeded by
 (seed, its prompt, its draw number), so an answer does not depend on which batch it fell in, on the batch size or
 on the other prompts. That is what lets `GenerationCache` keep answers by prompt, and lets k samples per prompt
-run as one batch.
+run as one batch. (In float32. A bfloat16 copy's matmuls may round differently at another batch size, as AVX2's
+emulation of them does: there a rare token can differ between batchings.)
 """
 
 from __future__ import annotations
